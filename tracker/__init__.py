@@ -1,0 +1,43 @@
+"""tracker: an async, event-sourced experiment tracker in the MLflow family."""
+
+from tracker.client import Run, Tracker
+from tracker.entities import Experiment, Metric, Page, RunData, RunInfo
+from tracker.errors import (
+    AlreadyExistsError,
+    ConcurrencyError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    ParamConflictError,
+    QueueFullError,
+    StoreError,
+    TrackerError,
+    WriterError,
+)
+from tracker.events import DatasetInput
+from tracker.sync import SyncRun, SyncTracker
+from tracker.writer import WriterStatistics
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConcurrencyError",
+    "DatasetInput",
+    "Experiment",
+    "InvalidInputError",
+    "InvalidStateError",
+    "Metric",
+    "NotFoundError",
+    "Page",
+    "ParamConflictError",
+    "QueueFullError",
+    "Run",
+    "RunData",
+    "RunInfo",
+    "StoreError",
+    "SyncRun",
+    "SyncTracker",
+    "Tracker",
+    "TrackerError",
+    "WriterError",
+    "WriterStatistics",
+]

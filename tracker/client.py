@@ -1,0 +1,618 @@
+"""Tracker and Run: log_* only validate and enqueue; everything that waits is async."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+from tracker.entities import Experiment, Metric, Page, Run
+from tracker.errors import (
+    AlreadyExistsError,
+    ConcurrencyError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    ParamConflictError,
+)
+from tracker.events import (
+    ACTIVE,
+    DEFAULT_EXPERIMENT_ID,
+    DEFAULT_EXPERIMENT_NAME,
+    DELETED,
+    DatasetInput,
+    DatasetInputsLogged,
+    DomainEvent,
+    ExperimentCreated,
+    ExperimentDeleted,
+    ExperimentRenamed,
+    ExperimentRestored,
+    ExperimentTagDeleted,
+    ExperimentTagSet,
+    NewEvent,
+    ParamsLogged,
+    RecordedEvent,
+    RunCreated,
+    RunDeleted,
+    RunRenamed,
+    RunRestored,
+    RunStatusChanged,
+    TagDeleted,
+    TagsSet,
+    experiment_stream,
+    new_run_id,
+    run_stream,
+)
+from tracker.names import random_run_name
+from tracker.projections.queries import DEFAULT_HISTORY_PAGE, Queries
+from tracker.projections.state import RunState
+from tracker.projections.views import RUN_NAME_TAG, Projector
+from tracker.stores import resolve_uri, store_from_uri
+from tracker.stores.base import EventStore
+from tracker.validation import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_EXPERIMENT_TAG_VALUE_LENGTH,
+    _VALID_KEYS,
+    validate_batch_limits,
+    validate_experiment_name,
+    validate_int64,
+    validate_key,
+    validate_metric_value,
+    validate_param,
+    validate_run_id,
+    validate_status,
+    validate_tag,
+    validate_timestamp,
+)
+from tracker.writer import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BATCH_AGE,
+    DEFAULT_MAX_QUEUE,
+    EventQueue,
+    Op,
+    Writer,
+    WriterStatistics,
+)
+
+_DEFAULT_EXPERIMENT_EVENT: Final = uuid.uuid5(uuid.NAMESPACE_URL, "tracker:default-experiment").bytes
+_time_ns = time.time_ns
+
+
+def _now_ms() -> int:
+    return _time_ns() // 1_000_000
+
+
+class Run:
+    """A handle on one run. log_* methods are plain: they validate, then enqueue; they never
+    wait on I/O. Use `await run.end()` (or `async with run:`) to finish it."""
+
+    __slots__ = ("_ended", "_params", "_q", "_tracker", "experiment_id", "run_id")
+
+    def __init__(self, tracker: Tracker, run_id: str, experiment_id: str, params: dict[str, str]) -> None:
+        self._tracker = tracker
+        self._q = tracker._queue
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._params = params
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id} experiment={self.experiment_id}>"
+
+    def _enqueue(self, event: DomainEvent) -> None:
+        if self._ended:
+            raise InvalidStateError(f"run {self.run_id} has ended; start or resume a run to log more")
+        self._q.put(Op(event))
+
+    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+        """Queue one point. `step` defaults to 0 and `timestamp` to now (ms), as in MLflow."""
+        if self._ended:
+            raise InvalidStateError(f"run {self.run_id} has ended; start or resume a run to log more")
+        if key not in _VALID_KEYS:
+            validate_key(key, "metric key")
+        if value.__class__ is not float:
+            value = validate_metric_value(key, value)
+        if timestamp is None:
+            timestamp = _time_ns() // 1_000_000
+        elif timestamp.__class__ is not int or timestamp < 0 or timestamp > INT64_MAX:
+            timestamp = validate_timestamp(timestamp)
+        if step is None:
+            step = 0
+        elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
+            step = validate_int64("step", step)
+        q = self._q
+        if q.spilling is None and len(q.items) < q.max_queue:
+            q.items.append((self.run_id, key, value, step, timestamp))
+            if q.parked:
+                q.wake()
+        else:
+            q.put((self.run_id, key, value, step, timestamp))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+        """Queue one point per key, all at the same step and timestamp. All are validated
+        before any is queued."""
+        if timestamp is None:
+            timestamp = _now_ms()
+        checked = []
+        for k, v in metrics.items():
+            if k not in _VALID_KEYS:
+                validate_key(k, "metric key")
+            checked.append((k, v if v.__class__ is float else validate_metric_value(k, v)))
+        for k, v in checked:
+            self.log_metric(k, v, step, timestamp)
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Params are write-once: the same value again is accepted, a different one raises
+        ParamConflictError and is not stored."""
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """All-or-nothing: if any param is invalid or conflicts, none is queued."""
+        fresh: dict[str, str] = {}
+        for key, value in params.items():
+            k, v = validate_param(key, value)
+            old = self._params.get(k, fresh.get(k))
+            if old is not None and old != v:
+                raise ParamConflictError(self.run_id, k, old, v)
+            if old is None:
+                fresh[k] = v
+        if fresh:
+            self._enqueue(ParamsLogged(self.run_id, fresh))
+            self._params.update(fresh)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        checked = dict(validate_tag(k, v) for k, v in tags.items())
+        if checked:
+            self._enqueue(TagsSet(self.run_id, checked))
+
+    def delete_tag(self, key: str) -> None:
+        self._enqueue(TagDeleted(self.run_id, validate_key(key, "tag key")))
+
+    def log_batch(
+        self,
+        metrics: Sequence[tuple[str, float, int, int]] = (),
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """MLflow's log_batch: (key, value, step, timestamp) points, params and tags, within
+        MLflow's batch limits; validated as a whole before anything is queued."""
+        validate_batch_limits(len(metrics), len(params or {}), len(tags or {}))
+        for key, value, step, ts in metrics:
+            validate_key(key, "metric key")
+            validate_metric_value(key, value)
+            validate_int64("step", step)
+            validate_timestamp(ts)
+        for k, v in (params or {}).items():
+            validate_param(k, v)
+        for k, v in (tags or {}).items():
+            validate_tag(k, v)
+        if params:
+            self.log_params(params)
+        if tags:
+            self.set_tags(tags)
+        for key, value, step, ts in metrics:
+            self.log_metric(key, value, step, ts)
+
+    def log_inputs(self, datasets: Sequence[DatasetInput]) -> None:
+        if datasets:
+            self._enqueue(DatasetInputsLogged(self.run_id, tuple(datasets)))
+
+    async def end(self, status: str = "FINISHED", end_time: int | None = None) -> None:
+        """Set a terminal status and wait until everything this run logged is durable."""
+        validate_status(status)
+        fut = self._tracker._op(RunStatusChanged(self.run_id, status, end_time or _now_ms()))
+        if self._ended:
+            raise InvalidStateError(f"run {self.run_id} has already ended")
+        self._ended = True
+        self._q.put(fut[0])
+        await self._tracker._await_op(fut[1])
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if not self._ended:
+            status = "FINISHED" if et is None else ("KILLED" if et in (asyncio.CancelledError, KeyboardInterrupt) else "FAILED")
+            await self.end(status)
+
+
+class Tracker:
+    """The async client. `async with Tracker(uri) as tk:` opens the store, starts the writer,
+    and on exit drains everything queued into the log.
+
+    uri: None for $TRACKER_TRACKING_URI or the embedded default ./mlruns; see
+    tracker.stores.store_from_uri. on_full: what log_* does when `max_queue` items wait
+    (see tracker.writer). max_batch / max_batch_age: when the writer commits a batch.
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        on_full: str = "spill",
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
+        store: EventStore | None = None,
+        _threaded: bool = False,
+    ) -> None:
+        self.uri = resolve_uri(uri)
+        self.store = store if store is not None else store_from_uri(self.uri)
+        spill_dir = str(getattr(self.store, "path", None).parent) if hasattr(self.store, "path") else None  # type: ignore[union-attr]
+        self._queue = EventQueue(max_queue, on_full, _threaded, spill_dir)
+        self.projector = Projector(self.store)
+        self.queries = Queries(self.store.dialect)
+        self._writer = Writer(self.store, self.projector, self._queue, max_batch=max_batch, max_batch_age=max_batch_age)
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        await self.store.open()
+        await self.projector.catch_up()
+        self._writer.start()
+        self._open = True
+        await self._ensure_default_experiment()
+
+    async def aclose(self) -> None:
+        """Drain the queue into the log, stop the writer and close the store."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            await self._writer.stop()
+        finally:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def flush(self, timeout: float | None = None) -> int:
+        """Return once everything queued before this call is durable in the log and applied to
+        the views; returns the log position reached."""
+        return await self._writer.flush(timeout)
+
+    def statistics(self) -> WriterStatistics:
+        return self._writer.statistics()
+
+    async def wait_until(self, position: int, timeout: float = 10.0) -> None:
+        """Wait until the views reflect the log up to `position` (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while self.projector.position < position:
+            await self.projector.catch_up()
+            if self.projector.position >= position:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"views are at {self.projector.position}, not yet at {position}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _sync(self) -> None:
+        """Before a read: our own writes flushed, and others' appends projected."""
+        if len(self._queue) or self._writer.statistics().position > self.projector.position:
+            await self.flush()
+        if await self.store.head() > self.projector.position:
+            await self.projector.catch_up()
+
+    def _op(self, event: DomainEvent, new_stream: bool = False) -> tuple[Op, asyncio.Future[int]]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return Op(event, fut, new_stream), fut
+
+    async def _await_op(self, fut: asyncio.Future[int]) -> int:
+        self._writer._hurry.set()
+        return await fut
+
+    async def _append(self, event: DomainEvent, new_stream: bool = False) -> int:
+        if not self._open:
+            raise InvalidStateError("the tracker is not open: use `async with Tracker(...) as tk:`")
+        op, fut = self._op(event, new_stream)
+        self._queue.put(op)
+        return await self._await_op(fut)
+
+    # -- experiments -----------------------------------------------------------------------
+
+    def _artifact_root(self) -> str:
+        root = getattr(self.store, "default_artifact_root", None) or str(resolve_uri(None))
+        return root if "://" in root else f"file://{root}"
+
+    async def _ensure_default_experiment(self) -> None:
+        async with self.store.snapshot() as s:
+            found = await self.queries.get_experiment(s, DEFAULT_EXPERIMENT_ID)
+        if found is not None:
+            return
+        now = _now_ms()
+        event = ExperimentCreated(
+            DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME, f"{self._artifact_root()}/0", now
+        )
+        # A fixed event id: processes racing to create it append one event between them.
+        recorded = await self.store.append([NewEvent(_DEFAULT_EXPERIMENT_EVENT, event.stream_id, 1, now, event)])
+        await self.projector.apply(recorded)
+        await self.projector.catch_up()
+
+    async def create_experiment(
+        self, name: str, artifact_location: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> str:
+        """Create an experiment; returns its id (a decimal string). A name already used, by an
+        active or a deleted experiment, raises AlreadyExistsError."""
+        validate_experiment_name(name)
+        checked = dict(validate_tag(k, v, MAX_EXPERIMENT_TAG_VALUE_LENGTH) for k, v in (tags or {}).items())
+        if artifact_location is not None:
+            _check_artifact_location(artifact_location)
+        for _ in range(20):
+            await self._sync()
+            async with self.store.snapshot() as s:
+                if await self.queries.get_experiment_by_name(s, name) is not None:
+                    raise AlreadyExistsError(f"Experiment {name!r} already exists.")
+                experiment_id = str(await self.queries.next_experiment_id(s))
+            location = artifact_location or f"{self._artifact_root()}/{experiment_id}"
+            event = ExperimentCreated(experiment_id, name, location, _now_ms(), checked)
+            try:
+                await self._append(event, new_stream=True)
+                return experiment_id
+            except ConcurrencyError:
+                continue  # another process took this id; pick the next
+        raise ConcurrencyError("could not allocate an experiment id after 20 attempts")
+
+    async def get_experiment(self, experiment_id: str) -> Experiment:
+        await self._sync()
+        async with self.store.snapshot() as s:
+            found = await self.queries.get_experiment(s, str(experiment_id))
+        if found is None:
+            raise NotFoundError(f"No Experiment with id={experiment_id} exists")
+        return found
+
+    async def get_experiment_by_name(self, name: str) -> Experiment | None:
+        await self._sync()
+        async with self.store.snapshot() as s:
+            return await self.queries.get_experiment_by_name(s, name)
+
+    async def search_experiments(
+        self, view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None
+    ) -> Page[Experiment]:
+        await self._sync()
+        async with self.store.snapshot() as s:
+            return await self.queries.search_experiments(s, view_type, max_results, page_token)
+
+    async def _active_experiment(self, experiment_id: str) -> Experiment:
+        exp = await self.get_experiment(experiment_id)
+        if exp.lifecycle_stage != ACTIVE:
+            raise InvalidStateError(f"experiment {experiment_id} is deleted; restore it first")
+        return exp
+
+    async def rename_experiment(self, experiment_id: str, new_name: str) -> None:
+        validate_experiment_name(new_name)
+        await self._active_experiment(experiment_id)
+        other = await self.get_experiment_by_name(new_name)
+        if other is not None and other.experiment_id != experiment_id:
+            raise AlreadyExistsError(f"Experiment {new_name!r} already exists.")
+        await self._append(ExperimentRenamed(experiment_id, new_name))
+
+    async def delete_experiment(self, experiment_id: str) -> None:
+        """Soft-delete an experiment and its runs."""
+        await self._active_experiment(experiment_id)
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            raise InvalidInputError("the Default experiment (id 0) cannot be deleted")
+        await self._append(ExperimentDeleted(experiment_id))
+
+    async def restore_experiment(self, experiment_id: str) -> None:
+        exp = await self.get_experiment(experiment_id)
+        if exp.lifecycle_stage != DELETED:
+            raise InvalidStateError(f"experiment {experiment_id} is not deleted")
+        await self._append(ExperimentRestored(experiment_id))
+
+    async def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
+        k, v = validate_tag(key, value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)
+        await self._active_experiment(experiment_id)
+        await self._append(ExperimentTagSet(experiment_id, k, v))
+
+    async def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        exp = await self._active_experiment(experiment_id)
+        if key not in exp.tags:
+            raise NotFoundError(f"No tag with name: {key} in experiment with id {experiment_id}")
+        await self._append(ExperimentTagDeleted(experiment_id, key))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        experiment: str | None = None,
+        *,
+        experiment_id: str | None = None,
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        start_time: int | None = None,
+        user: str | None = None,
+    ) -> Run:
+        """Start a run in `experiment` (a name; created if missing, as mlflow.set_experiment
+        does) or `experiment_id`, else the Default experiment. With `run_id`, resume that run
+        instead: its status goes back to RUNNING and its params stay write-once."""
+        checked_tags = dict(validate_tag(k, v) for k, v in (tags or {}).items())
+        checked_params = dict(validate_param(k, v) for k, v in (params or {}).items())
+        if run_id is not None:
+            return await self._resume(validate_run_id(run_id), checked_params, checked_tags)
+        if experiment_id is not None:
+            exp = await self._active_experiment(str(experiment_id))
+        elif experiment is not None:
+            found = await self.get_experiment_by_name(validate_experiment_name(experiment))
+            if found is None:
+                try:
+                    await self.create_experiment(experiment)
+                except AlreadyExistsError:
+                    pass  # created concurrently: fine
+                found = await self.get_experiment_by_name(experiment)
+            assert found is not None
+            if found.lifecycle_stage != ACTIVE:
+                raise InvalidStateError(f"experiment {experiment!r} is deleted; restore it or pick another name")
+            exp = found
+        else:
+            exp = await self._active_experiment(DEFAULT_EXPERIMENT_ID)
+        if parent_run_id is not None:
+            await self.get_run(validate_run_id(parent_run_id))
+        tag_name = checked_tags.pop(RUN_NAME_TAG, None)
+        if name is not None and tag_name is not None and name != tag_name:
+            raise InvalidInputError(
+                f"run name {name!r} and tag {RUN_NAME_TAG}={tag_name!r} differ; give one or make them equal"
+            )
+        run_name = name or tag_name or random_run_name()
+        rid = new_run_id()
+        created = RunCreated(
+            rid, exp.experiment_id, run_name, start_time if start_time is not None else _now_ms(),
+            user or _user(), f"{exp.artifact_location}/{rid}/artifacts", checked_tags, parent_run_id,
+        )  # fmt: skip
+        run = Run(self, rid, exp.experiment_id, {})
+        await self._append(created, new_stream=True)
+        if checked_params:
+            run.log_params(checked_params)
+        return run
+
+    async def _resume(self, run_id: str, params: dict[str, str], tags: dict[str, str]) -> Run:
+        current = await self.get_run(run_id)
+        if current.info.lifecycle_stage != ACTIVE:
+            raise InvalidStateError(f"run {run_id} is deleted; restore it before resuming")
+        run = Run(self, run_id, current.info.experiment_id, dict(current.data.params))
+        run.log_params(params)
+        if tags:
+            run.set_tags(tags)
+        await self._append(RunStatusChanged(run_id, "RUNNING"))
+        return run
+
+    async def get_run(self, run_id: str) -> Run:
+        await self._sync()
+        async with self.store.snapshot() as s:
+            found = await self.queries.get_run(s, run_id)
+        if found is None:
+            raise NotFoundError(f"Run with id={run_id} not found")
+        return found
+
+    async def search_runs(
+        self,
+        experiment_ids: Sequence[str] | str | None = None,
+        *,
+        status: str | None = None,
+        view_type: str = "ACTIVE_ONLY",
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        """Runs of the given experiments (default: Default), newest first."""
+        if experiment_ids is None:
+            experiment_ids = [DEFAULT_EXPERIMENT_ID]
+        elif isinstance(experiment_ids, str):
+            experiment_ids = [experiment_ids]
+        if status is not None:
+            validate_status(status)
+        await self._sync()
+        async with self.store.snapshot() as s:
+            return await self.queries.search_runs(
+                s, [str(e) for e in experiment_ids], status=status, view_type=view_type,
+                max_results=max_results, page_token=page_token,
+            )  # fmt: skip
+
+    async def get_metric_history(
+        self, run_id: str, key: str, *, max_results: int = DEFAULT_HISTORY_PAGE, page_token: str | None = None
+    ) -> Page[Metric]:
+        """One page of a metric's points ordered by step (then timestamp, value)."""
+        await self._sync()
+        async with self.store.snapshot() as s:
+            return await self.queries.get_metric_history(
+                s, run_id, key, max_results=max_results, page_token=page_token
+            )
+
+    async def _active_run(self, run_id: str) -> Run:
+        run = await self.get_run(run_id)
+        if run.info.lifecycle_stage != ACTIVE:
+            raise InvalidStateError(f"The run {run_id} must be in the 'active' state.")
+        return run
+
+    async def update_run(self, run_id: str, *, status: str | None = None, end_time: int | None = None,
+                         run_name: str | None = None) -> None:  # fmt: skip
+        await self._active_run(run_id)
+        if status is not None:
+            await self._append(RunStatusChanged(run_id, validate_status(status), end_time))
+        if run_name is not None:
+            await self._append(RunRenamed(run_id, run_name))
+
+    async def delete_run(self, run_id: str) -> None:
+        await self.get_run(run_id)
+        await self._append(RunDeleted(run_id, _now_ms()))
+
+    async def restore_run(self, run_id: str) -> None:
+        await self.get_run(run_id)
+        await self._append(RunRestored(run_id))
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def replay(self, run_id: str, until: int | datetime | None = None) -> AsyncIterator[RecordedEvent]:
+        """A run's events in order, each with its global position. `until` is inclusive: an
+        int is a log position, a datetime a wall-clock time."""
+        await self._sync()
+        until_position, until_time = _until(until)
+        async for rec in self.store.iter_stream(run_stream(run_id), until_position=until_position, until_time=until_time):
+            yield rec
+
+    async def run_state_at(self, run_id: str, at: int | datetime) -> Run:
+        """The run exactly as it was at a log position (int) or a moment (datetime)."""
+        state = RunState()
+        async for rec in self.replay(run_id, until=at):
+            state.apply(rec.event)
+        if state.events_applied == 0:
+            raise NotFoundError(f"Run with id={run_id} did not exist at {at}")
+        return state.to_run()
+
+    async def experiment_events(self, experiment_id: str) -> list[RecordedEvent]:
+        await self._sync()
+        return [r async for r in self.store.iter_stream(experiment_stream(experiment_id))]
+
+
+def _until(until: int | datetime | None) -> tuple[int | None, int | None]:
+    if until is None:
+        return None, None
+    if isinstance(until, datetime):
+        return None, int(until.timestamp() * 1000)
+    if isinstance(until, bool) or not isinstance(until, int) or until < 0:
+        raise InvalidInputError(f"until must be a log position (int >= 0) or a datetime, got {until!r}")
+    return until, None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _check_artifact_location(location: str) -> None:
+    from urllib.parse import unquote, urlparse
+
+    if location.startswith("runs:"):
+        raise InvalidInputError("artifact_location cannot be a runs:/ URI")
+    parsed = urlparse(location)
+    if parsed.fragment or parsed.params or "#" in location:
+        raise InvalidInputError("artifact_location must not contain a URL fragment (#) or ;params")
+    query = parsed.query
+    for _ in range(10):
+        decoded = unquote(query)
+        if decoded == query:
+            break
+        query = decoded
+    if ".." in query:
+        raise InvalidInputError("artifact_location must not contain '..' in its query string")
+

@@ -1,0 +1,67 @@
+"""Event stores: the contract in `base`, one module per backend, chosen by tracking URI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+from urllib.parse import parse_qs, unquote, urlparse
+
+from tracker.errors import InvalidInputError
+from tracker.stores.base import EventStore
+
+__all__ = ["DEFAULT_DIR", "ENV_URI", "LOG_FILE", "EventStore", "resolve_uri", "store_from_uri"]
+
+ENV_URI: Final = "TRACKER_TRACKING_URI"
+DEFAULT_DIR: Final = "mlruns"
+LOG_FILE: Final = "tracker.db"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The URI to use: the argument, else $TRACKER_TRACKING_URI, else ./mlruns (embedded)."""
+    if uri:
+        return uri
+    return os.environ.get(ENV_URI) or DEFAULT_DIR
+
+
+def _missing_driver(extra: str, exc: ImportError) -> InvalidInputError:
+    return InvalidInputError(f"{exc.name or 'a driver'} is not installed: pip install 'tracker[{extra}]'")
+
+
+def store_from_uri(uri: str | None = None) -> EventStore:
+    """An unopened store for a tracking URI. Drivers are imported only when their scheme is used.
+
+    - no URI, a plain path, or `file:/dir`: a directory holding the SQLite log (`tracker.db`)
+      and, by default, local artifacts (the embedded default is `./mlruns/`);
+    - `sqlite:///relative.db`, `sqlite:////absolute.db` (`?synchronous=normal` to trade
+      power-loss durability for speed).
+    """
+    uri = resolve_uri(uri)
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):
+        from tracker.stores.sqlite import SQLiteEventStore
+
+        directory = Path(unquote(parsed.path) if scheme == "file" else uri)
+        return SQLiteEventStore(directory / LOG_FILE, artifact_root=str(directory.resolve()))
+    if scheme == "sqlite":
+        from tracker.stores.sqlite import SQLiteEventStore
+
+        path = unquote(parsed.path)
+        if not path or path == "/":
+            raise InvalidInputError(
+                f"{uri!r} names no file: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        if path.startswith("/") and not path.startswith("//"):
+            path = path[1:]  # sqlite:///x.db is relative, as in SQLAlchemy
+        elif path.startswith("//"):
+            path = path[1:]
+        if path == ":memory:":
+            raise InvalidInputError(
+                "an in-memory SQLite database would lose every run on exit; give a file path"
+            )
+        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return SQLiteEventStore(Path(path), synchronous=options.get("synchronous", "full").lower())
+    raise InvalidInputError(
+        f"unsupported tracking URI {uri!r}: use a directory, file:/dir or sqlite:///path.db"
+    )
