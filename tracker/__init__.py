@@ -1,7 +1,7 @@
 """tracker: an async, event-sourced experiment tracker in the MLflow family."""
 
 from tracker.client import Run, Tracker
-from tracker.entities import Experiment, Metric, Page, RunData, RunInfo
+from tracker.entities import Experiment, Metric, Page, RunData, RunInfo, RunView
 from tracker.errors import (
     AlreadyExistsError,
     ConcurrencyError,
@@ -33,6 +33,7 @@ __all__ = [
     "Run",
     "RunData",
     "RunInfo",
+    "RunView",
     "StoreError",
     "SyncRun",
     "SyncTracker",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
-from tracker.entities import Experiment, Metric, Page, Run
+from tracker.entities import Experiment, Metric, Page, RunView
 from tracker.errors import (
     AlreadyExistsError,
     ConcurrencyError,
@@ -58,7 +60,6 @@ from tracker.validation import (
     INT64_MAX,
     INT64_MIN,
     MAX_EXPERIMENT_TAG_VALUE_LENGTH,
-    _VALID_KEYS,
     validate_batch_limits,
     validate_experiment_name,
     validate_int64,
@@ -80,7 +81,9 @@ from tracker.writer import (
     WriterStatistics,
 )
 
-_DEFAULT_EXPERIMENT_EVENT: Final = uuid.uuid5(uuid.NAMESPACE_URL, "tracker:default-experiment").bytes
+_DEFAULT_EXPERIMENT_EVENT: Final = uuid.uuid5(
+    uuid.NAMESPACE_URL, "tracker:default-experiment"
+).bytes
 _time_ns = time.time_ns
 
 
@@ -92,11 +95,23 @@ class Run:
     """A handle on one run. log_* methods are plain: they validate, then enqueue; they never
     wait on I/O. Use `await run.end()` (or `async with run:`) to finish it."""
 
-    __slots__ = ("_ended", "_params", "_q", "_tracker", "experiment_id", "run_id")
+    __slots__ = (
+        "__weakref__",
+        "_ended",
+        "_params",
+        "_q",
+        "_rk",
+        "_tracker",
+        "experiment_id",
+        "run_id",
+    )
 
-    def __init__(self, tracker: Tracker, run_id: str, experiment_id: str, params: dict[str, str]) -> None:
+    def __init__(
+        self, tracker: Tracker, run_id: str, experiment_id: str, params: dict[str, str]
+    ) -> None:
         self._tracker = tracker
         self._q = tracker._queue
+        self._rk = self._q.run_index(run_id)
         self.run_id = run_id
         self.experiment_id = experiment_id
         self._params = params
@@ -107,15 +122,23 @@ class Run:
 
     def _enqueue(self, event: DomainEvent) -> None:
         if self._ended:
-            raise InvalidStateError(f"run {self.run_id} has ended; start or resume a run to log more")
+            raise InvalidStateError(
+                f"run {self.run_id} has ended; start or resume a run to log more"
+            )
         self._q.put(Op(event))
 
-    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
-        """Queue one point. `step` defaults to 0 and `timestamp` to now (ms), as in MLflow."""
+    def _check(
+        self, key: str, value: Any, step: Any, timestamp: Any
+    ) -> tuple[int, float, int, int]:
+        """Validate one point; returns (key index, value, step, timestamp)."""
         if self._ended:
-            raise InvalidStateError(f"run {self.run_id} has ended; start or resume a run to log more")
-        if key not in _VALID_KEYS:
-            validate_key(key, "metric key")
+            raise InvalidStateError(
+                f"run {self.run_id} has ended; start or resume a run to log more"
+            )
+        q = self._q
+        ki = q.key_ids.get(key)
+        if ki is None:
+            ki = q.key_index(validate_key(key, "metric key"))
         if value.__class__ is not float:
             value = validate_metric_value(key, value)
         if timestamp is None:
@@ -126,24 +149,55 @@ class Run:
             step = 0
         elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
             step = validate_int64("step", step)
-        q = self._q
-        if q.spilling is None and len(q.items) < q.max_queue:
-            q.items.append((self.run_id, key, value, step, timestamp))
-            if q.parked:
-                q.wake()
-        else:
-            q.put((self.run_id, key, value, step, timestamp))
+        return ki, value, step, timestamp
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: int | None = None
+    ) -> None:
+        """Queue one point. `step` defaults to 0 and `timestamp` to now (ms), as in MLflow."""
+        # The hot path: _check inlined, then four appends to the open column buffer.
+        if self._ended:
+            raise InvalidStateError(
+                f"run {self.run_id} has ended; start or resume a run to log more"
+            )
+        q = self._q
+        ki = q.key_ids.get(key)
+        if ki is None:
+            ki = q.key_index(validate_key(key, "metric key"))
+        if value.__class__ is not float:
+            value = validate_metric_value(key, value)
+        if timestamp is None:
+            timestamp = _time_ns() // 1_000_000
+        elif timestamp.__class__ is not int or timestamp < 0 or timestamp > INT64_MAX:
+            timestamp = validate_timestamp(timestamp)
+        if step is None:
+            step = 0
+        elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
+            step = validate_int64("step", step)
+        buf = q.tail
+        if buf is None or len(buf.values) >= q.chunk:
+            buf = q.open_buffer()
+        buf.rk.append(self._rk + ki)
+        buf.values.append(value)
+        buf.steps.append(step)
+        buf.stamps.append(timestamp)
+        if q.parked:
+            q.wake()
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None
+    ) -> None:
         """Queue one point per key, all at the same step and timestamp. All are validated
         before any is queued."""
         if timestamp is None:
             timestamp = _now_ms()
-        checked = []
-        for k, v in metrics.items():
-            if k not in _VALID_KEYS:
+        checked = [
+            (k, v if v.__class__ is float else validate_metric_value(k, v))
+            for k, v in metrics.items()
+        ]
+        for k, _ in checked:
+            if k not in self._q.key_ids:
                 validate_key(k, "metric key")
-            checked.append((k, v if v.__class__ is float else validate_metric_value(k, v)))
         for k, v in checked:
             self.log_metric(k, v, step, timestamp)
 
@@ -219,10 +273,45 @@ class Run:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if not self._ended:
-            status = "FINISHED" if et is None else ("KILLED" if et in (asyncio.CancelledError, KeyboardInterrupt) else "FAILED")
-            await self.end(status)
+            await self.end(exit_status(et))
+
+
+class LockedRun(Run):
+    """A Run whose points are appended under the queue lock: the sync facade's writer takes
+    buffers from another thread, and four column appends are not atomic."""
+
+    __slots__ = ()
+
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: int | None = None
+    ) -> None:
+        ki, value, step, timestamp = self._check(key, value, step, timestamp)
+        q = self._q
+        assert q.lock is not None
+        with q.lock:
+            buf = q.tail
+            if buf is None or len(buf.values) >= q.chunk:
+                buf = q.open_buffer()
+            buf.rk.append(self._rk + ki)
+            buf.values.append(value)
+            buf.steps.append(step)
+            buf.stamps.append(timestamp)
+        if q.parked:
+            q.wake()
+
+
+def exit_status(et: type[BaseException] | None) -> str:
+    """The status of a run left by an exception: MLflow's FAILED, or KILLED when the process
+    is being stopped (SIGTERM arrives as SystemExit, Ctrl-C as KeyboardInterrupt)."""
+    if et is None:
+        return "FINISHED"
+    if issubclass(et, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+        return "KILLED"
+    return "FAILED"
 
 
 class Tracker:
@@ -247,12 +336,21 @@ class Tracker:
     ) -> None:
         self.uri = resolve_uri(uri)
         self.store = store if store is not None else store_from_uri(self.uri)
-        spill_dir = str(getattr(self.store, "path", None).parent) if hasattr(self.store, "path") else None  # type: ignore[union-attr]
+        path = getattr(self.store, "path", None)
+        spill_dir = str(path.parent) if path is not None else None
         self._queue = EventQueue(max_queue, on_full, _threaded, spill_dir)
         self.projector = Projector(self.store)
         self.queries = Queries(self.store.dialect)
-        self._writer = Writer(self.store, self.projector, self._queue, max_batch=max_batch, max_batch_age=max_batch_age)
+        self._writer = Writer(
+            self.store,
+            self.projector,
+            self._queue,
+            max_batch=max_batch,
+            max_batch_age=max_batch_age,
+        )
         self._open = False
+        self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
+        self._run_class: type[Run] = LockedRun if _threaded else Run
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -265,11 +363,16 @@ class Tracker:
         self._open = True
         await self._ensure_default_experiment()
 
-    async def aclose(self) -> None:
-        """Drain the queue into the log, stop the writer and close the store."""
+    async def aclose(self, end_status: str = "FINISHED") -> None:
+        """End the runs this tracker started and did not end (with `end_status`), drain the
+        queue into the log, stop the writer and close the store."""
         if not self._open:
             return
         self._open = False
+        for run in self._runs:
+            if not run._ended:
+                run._ended = True
+                self._queue.put(Op(RunStatusChanged(run.run_id, end_status, _now_ms())))
         try:
             await self._writer.stop()
         finally:
@@ -279,8 +382,10 @@ class Tracker:
         await self.open()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose(exit_status(et))
 
     async def flush(self, timeout: float | None = None) -> int:
         """Return once everything queued before this call is durable in the log and applied to
@@ -341,7 +446,9 @@ class Tracker:
             DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME, f"{self._artifact_root()}/0", now
         )
         # A fixed event id: processes racing to create it append one event between them.
-        recorded = await self.store.append([NewEvent(_DEFAULT_EXPERIMENT_EVENT, event.stream_id, 1, now, event)])
+        recorded = await self.store.append(
+            [NewEvent(_DEFAULT_EXPERIMENT_EVENT, event.stream_id, 1, now, event)]
+        )
         await self.projector.apply(recorded)
         await self.projector.catch_up()
 
@@ -351,7 +458,9 @@ class Tracker:
         """Create an experiment; returns its id (a decimal string). A name already used, by an
         active or a deleted experiment, raises AlreadyExistsError."""
         validate_experiment_name(name)
-        checked = dict(validate_tag(k, v, MAX_EXPERIMENT_TAG_VALUE_LENGTH) for k, v in (tags or {}).items())
+        checked = dict(
+            validate_tag(k, v, MAX_EXPERIMENT_TAG_VALUE_LENGTH) for k, v in (tags or {}).items()
+        )
         if artifact_location is not None:
             _check_artifact_location(artifact_location)
         for _ in range(20):
@@ -454,14 +563,14 @@ class Tracker:
         elif experiment is not None:
             found = await self.get_experiment_by_name(validate_experiment_name(experiment))
             if found is None:
-                try:
+                with contextlib.suppress(AlreadyExistsError):  # created concurrently: fine
                     await self.create_experiment(experiment)
-                except AlreadyExistsError:
-                    pass  # created concurrently: fine
                 found = await self.get_experiment_by_name(experiment)
             assert found is not None
             if found.lifecycle_stage != ACTIVE:
-                raise InvalidStateError(f"experiment {experiment!r} is deleted; restore it or pick another name")
+                raise InvalidStateError(
+                    f"experiment {experiment!r} is deleted; restore it or pick another name"
+                )
             exp = found
         else:
             exp = await self._active_experiment(DEFAULT_EXPERIMENT_ID)
@@ -478,8 +587,9 @@ class Tracker:
             rid, exp.experiment_id, run_name, start_time if start_time is not None else _now_ms(),
             user or _user(), f"{exp.artifact_location}/{rid}/artifacts", checked_tags, parent_run_id,
         )  # fmt: skip
-        run = Run(self, rid, exp.experiment_id, {})
+        run = self._run_class(self, rid, exp.experiment_id, {})
         await self._append(created, new_stream=True)
+        self._runs.add(run)
         if checked_params:
             run.log_params(checked_params)
         return run
@@ -488,14 +598,15 @@ class Tracker:
         current = await self.get_run(run_id)
         if current.info.lifecycle_stage != ACTIVE:
             raise InvalidStateError(f"run {run_id} is deleted; restore it before resuming")
-        run = Run(self, run_id, current.info.experiment_id, dict(current.data.params))
+        run = self._run_class(self, run_id, current.info.experiment_id, dict(current.data.params))
         run.log_params(params)
         if tags:
             run.set_tags(tags)
         await self._append(RunStatusChanged(run_id, "RUNNING"))
+        self._runs.add(run)
         return run
 
-    async def get_run(self, run_id: str) -> Run:
+    async def get_run(self, run_id: str) -> RunView:
         await self._sync()
         async with self.store.snapshot() as s:
             found = await self.queries.get_run(s, run_id)
@@ -511,7 +622,7 @@ class Tracker:
         view_type: str = "ACTIVE_ONLY",
         max_results: int = 1000,
         page_token: str | None = None,
-    ) -> Page[Run]:
+    ) -> Page[RunView]:
         """Runs of the given experiments (default: Default), newest first."""
         if experiment_ids is None:
             experiment_ids = [DEFAULT_EXPERIMENT_ID]
@@ -527,7 +638,12 @@ class Tracker:
             )  # fmt: skip
 
     async def get_metric_history(
-        self, run_id: str, key: str, *, max_results: int = DEFAULT_HISTORY_PAGE, page_token: str | None = None
+        self,
+        run_id: str,
+        key: str,
+        *,
+        max_results: int = DEFAULT_HISTORY_PAGE,
+        page_token: str | None = None,
     ) -> Page[Metric]:
         """One page of a metric's points ordered by step (then timestamp, value)."""
         await self._sync()
@@ -536,7 +652,7 @@ class Tracker:
                 s, run_id, key, max_results=max_results, page_token=page_token
             )
 
-    async def _active_run(self, run_id: str) -> Run:
+    async def _active_run(self, run_id: str) -> RunView:
         run = await self.get_run(run_id)
         if run.info.lifecycle_stage != ACTIVE:
             raise InvalidStateError(f"The run {run_id} must be in the 'active' state.")
@@ -560,15 +676,19 @@ class Tracker:
 
     # -- history ---------------------------------------------------------------------------
 
-    async def replay(self, run_id: str, until: int | datetime | None = None) -> AsyncIterator[RecordedEvent]:
+    async def replay(
+        self, run_id: str, until: int | datetime | None = None
+    ) -> AsyncIterator[RecordedEvent]:
         """A run's events in order, each with its global position. `until` is inclusive: an
         int is a log position, a datetime a wall-clock time."""
         await self._sync()
         until_position, until_time = _until(until)
-        async for rec in self.store.iter_stream(run_stream(run_id), until_position=until_position, until_time=until_time):
+        async for rec in self.store.iter_stream(
+            run_stream(run_id), until_position=until_position, until_time=until_time
+        ):
             yield rec
 
-    async def run_state_at(self, run_id: str, at: int | datetime) -> Run:
+    async def run_state_at(self, run_id: str, at: int | datetime) -> RunView:
         """The run exactly as it was at a log position (int) or a moment (datetime)."""
         state = RunState()
         async for rec in self.replay(run_id, until=at):
@@ -588,7 +708,9 @@ def _until(until: int | datetime | None) -> tuple[int | None, int | None]:
     if isinstance(until, datetime):
         return None, int(until.timestamp() * 1000)
     if isinstance(until, bool) or not isinstance(until, int) or until < 0:
-        raise InvalidInputError(f"until must be a log position (int >= 0) or a datetime, got {until!r}")
+        raise InvalidInputError(
+            f"until must be a log position (int >= 0) or a datetime, got {until!r}"
+        )
     return until, None
 
 
@@ -615,4 +737,3 @@ def _check_artifact_location(location: str) -> None:
         query = decoded
     if ".." in query:
         raise InvalidInputError("artifact_location must not contain '..' in its query string")
-

@@ -56,7 +56,9 @@ class DatasetInputInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
+class RunView:
+    """A run as read from the views: MLflow's `run.info`, `run.data`, `run.inputs`."""
+
     info: RunInfo
     data: RunData
     inputs: tuple[DatasetInputInfo, ...] = ()

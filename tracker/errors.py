@@ -1,18 +1,18 @@
 """The exception tree: every error tracker raises derives from TrackerError.
 
-    TrackerError
-    ├── InvalidInputError            bad input at the call site; says what to fix
-    │   └── ParamConflictError       a param re-logged with a different value
-    ├── NotFoundError                an experiment, run or artifact that does not exist
-    ├── AlreadyExistsError           a name or id that is taken
-    ├── InvalidStateError            the entity exists but is not in a state that allows this
-    ├── QueueFullError               the client queue is full and the policy is "raise"
-    ├── StoreError                   the backend failed; backends translate driver errors to these
-    │   ├── ConcurrencyError         a per-stream sequence number is already taken
-    │   ├── StoreUnavailableError    the backend cannot be reached (retried by the writer)
-    │   └── SchemaVersionError       the database schema is newer or older than this code
-    ├── WriterError                  the writer gave up on a batch; flush() raises it
-    └── ArtifactError                an artifact store failed (see tracker.artifacts)
+TrackerError
+├── InvalidInputError            bad input at the call site; says what to fix
+│   └── ParamConflictError       a param re-logged with a different value
+├── NotFoundError                an experiment, run or artifact that does not exist
+├── AlreadyExistsError           a name or id that is taken
+├── InvalidStateError            the entity exists but is not in a state that allows this
+├── QueueFullError               the client queue is full and the policy is "raise"
+├── StoreError                   the backend failed; backends translate driver errors to these
+│   ├── ConcurrencyError         a per-stream sequence number is already taken
+│   ├── StoreUnavailableError    the backend cannot be reached (retried by the writer)
+│   └── SchemaVersionError       the database schema is newer or older than this code
+├── WriterError                  the writer gave up on a batch; flush() raises it
+└── ArtifactError                an artifact store failed (see tracker.artifacts)
 """
 
 from __future__ import annotations

@@ -274,4 +274,3 @@ class RecordedEvent:
     recorded_at: int
     schema_version: int
     event: DomainEvent
-

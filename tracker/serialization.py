@@ -78,9 +78,9 @@ def _from_le(typecode: str, data: bytes) -> array[Any]:
 
 
 def _delta(column: array[int]) -> array[int]:
-    prev = 0
     out = array("Q")
-    out.extend([(x - p) & _MASK for p, x in zip([prev, *column[:-1]], column, strict=True)])
+    if column:
+        out.extend([(x - p) & _MASK for p, x in zip([0, *column[:-1]], column, strict=True)])
     return out
 
 
@@ -147,8 +147,8 @@ def _unpack_metrics(payload: bytes) -> MetricsLogged:
     return MetricsLogged(run_id, tuple(unpack_series(k, b, n) for k, n, b in blobs))
 
 
-def _to_dict(event: DomainEvent) -> dict[str, Any]:
-    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+def _to_dict(obj: DomainEvent | DatasetInput) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def serialize(event: DomainEvent) -> tuple[str, int, bytes]:

@@ -12,9 +12,8 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from types import FrameType, TracebackType
 from typing import Any, Self, TypeVar
 
-from tracker.client import Run, Tracker
-from tracker.entities import Experiment, Metric, Page
-from tracker.entities import Run as RunView
+from tracker.client import Run, Tracker, exit_status
+from tracker.entities import Experiment, Metric, Page, RunView
 from tracker.writer import WriterStatistics
 
 T = TypeVar("T")
@@ -43,9 +42,11 @@ class SyncRun:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if not self._run._ended:
-            self.end("FINISHED" if et is None else ("KILLED" if et in (KeyboardInterrupt, SystemExit) else "FAILED"))
+            self.end(exit_status(et))
 
 
 class SyncTracker:
@@ -58,7 +59,9 @@ class SyncTracker:
 
     def __init__(self, uri: str | None = None, *, on_full: str = "block", **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tracker-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tracker-loop", daemon=True
+        )
         self._tracker = Tracker(uri, on_full=on_full, _threaded=True, **options)
         self._closed = True
 
@@ -77,14 +80,15 @@ class SyncTracker:
                 if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
                     signal.signal(signal.SIGTERM, _sigterm_to_exit)
 
-    def close(self) -> None:
-        """Drain the queue into the log and stop the background loop. Idempotent."""
+    def close(self, end_status: str = "FINISHED") -> None:
+        """End runs left open (with `end_status`), drain the queue into the log and stop the
+        background loop. Idempotent."""
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self.close)
         try:
-            self._call(self._tracker.aclose())
+            self._call(self._tracker.aclose(end_status))
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
@@ -94,8 +98,10 @@ class SyncTracker:
         self.open()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close(exit_status(et))
 
     def start_run(self, experiment: str | None = None, **kwargs: Any) -> SyncRun:
         return SyncRun(self, self._call(self._tracker.start_run(experiment, **kwargs)))

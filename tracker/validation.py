@@ -34,8 +34,8 @@ _VALID_KEYS_MAX: Final = 100_000
 
 def validate_key(key: object, what: str = "key") -> str:
     """Return `key` if MLflow would accept it as a metric, param or tag name, else raise."""
-    if key.__class__ is str and key in _VALID_KEYS:
-        return key  # type: ignore[return-value]
+    if isinstance(key, str) and key in _VALID_KEYS:
+        return key
     if not isinstance(key, str):
         raise InvalidInputError(f"{what} must be a string, got {type(key).__name__}: {key!r}")
     if not key:
@@ -61,8 +61,8 @@ def validate_key(key: object, what: str = "key") -> str:
 
 def validate_metric_value(key: str, value: object) -> float:
     """A metric value as a float; NaN and ±Inf are kept, bools and non-numbers refused."""
-    if value.__class__ is float:
-        return value  # type: ignore[return-value]
+    if isinstance(value, float):
+        return value
     if value is None:
         raise InvalidInputError(f"Missing value for metric {key!r}: give a number")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -122,8 +122,11 @@ def validate_tag(key: object, value: object, limit: int = MAX_TAG_VALUE_LENGTH) 
 
 def validate_status(status: object) -> str:
     if status not in RUN_STATUSES:
-        raise InvalidInputError(f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}")
-    return status  # type: ignore[return-value]
+        raise InvalidInputError(
+            f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
+        )
+    assert isinstance(status, str)
+    return status
 
 
 def validate_experiment_name(name: object) -> str:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
 import tempfile
 import threading
 import time
@@ -36,7 +35,13 @@ from tracker.errors import (
     StoreUnavailableError,
     WriterError,
 )
-from tracker.events import DomainEvent, MetricSeries, MetricsLogged, NewEvent, RecordedEvent, run_stream
+from tracker.events import (
+    DomainEvent,
+    MetricSeries,
+    MetricsLogged,
+    NewEvent,
+    RecordedEvent,
+)
 from tracker.projections.views import Projector
 from tracker.serialization import pack_series
 from tracker.stores.base import EventStore
@@ -51,9 +56,8 @@ _MAX_POINTS_PER_EVENT: Final = 20_000
 _MAX_BACKOFF: Final = 5.0
 _PERMANENT_RETRIES: Final = 5
 
-# A metric point in the queue: (run_id, key, value, step, timestamp_ms). Plain tuples: the
-# cheapest thing CPython can build and append on the hot path.
-Point = tuple[str, str, float, int, int]
+CHUNK: Final = 16_384
+"""Points per queue buffer: the unit the writer takes and the spill file stores."""
 
 
 class Op:
@@ -62,77 +66,51 @@ class Op:
 
     __slots__ = ("event", "future", "new_stream")
 
-    def __init__(self, event: DomainEvent | None, future: Any = None, new_stream: bool = False) -> None:
+    def __init__(
+        self, event: DomainEvent | None, future: Any = None, new_stream: bool = False
+    ) -> None:
         self.event = event
         self.future = future
         self.new_stream = new_stream
         """The event must open its stream (sequence 1); a taken stream fails the op."""
 
 
-_SPILL_RECORD: Final = struct.Struct("<IIdqq")  # run index, key index, value, step, timestamp
+class PointBuffer:
+    """Queued metric points as columns. Arrays hold raw numbers, so a queued point costs 32
+    bytes and is invisible to the garbage collector (a deque of tuples made gen-2 collections
+    stall the training loop for milliseconds)."""
+
+    __slots__ = ("rk", "stamps", "steps", "values")
+
+    def __init__(self) -> None:
+        self.rk = array("Q")
+        """run index << 32 | key index, see EventQueue.run_index / key_index."""
+        self.values = array("d")
+        self.steps = array("q")
+        self.stamps = array("q")
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
-class SpillSegment:
-    """Points that did not fit in memory, in an unlinked temporary file, read back in order."""
+class SpilledBuffer:
+    """A sealed PointBuffer whose columns were written to the queue's spill file."""
 
-    def __init__(self, directory: str | None) -> None:
-        fd, path = tempfile.mkstemp(prefix="tracker-spill-", suffix=".bin", dir=directory)
-        os.unlink(path)  # nothing to clean up after a crash: these points were never flushed
-        self._file = os.fdopen(fd, "w+b")
-        self._buf = bytearray()
-        self._names: dict[str, int] = {}
-        self._by_index: list[str] = []
-        self._written = 0
-        self._read = 0
-        self.count = 0
-        self.closed = False
-        self.lock = threading.Lock()
+    __slots__ = ("n", "offset")
 
-    def _index(self, name: str) -> int:
-        i = self._names.get(name)
-        if i is None:
-            i = self._names[name] = len(self._by_index)
-            self._by_index.append(name)
-        return i
+    def __init__(self, offset: int, n: int) -> None:
+        self.offset = offset
+        self.n = n
 
-    def add(self, p: Point) -> bool:
-        """Append a point; False if the writer has already closed this segment."""
-        with self.lock:
-            if self.closed:
-                return False
-            self._buf += _SPILL_RECORD.pack(self._index(p[0]), self._index(p[1]), p[2], p[3], p[4])
-            self.count += 1
-            if len(self._buf) >= 1 << 20:
-                self._write_out()
-            return True
-
-    def _write_out(self) -> None:
-        self._file.seek(self._written)
-        self._file.write(self._buf)
-        self._written += len(self._buf)
-        self._buf.clear()
-
-    def take(self, n: int) -> list[Point]:
-        """Up to n points in the order they were added."""
-        with self.lock:
-            if self._buf:
-                self._write_out()
-            self._file.flush()
-            size = _SPILL_RECORD.size
-            self._file.seek(self._read)
-            raw = self._file.read(min(n * size, self._written - self._read))
-            self._read += len(raw)
-            names = self._by_index
-            out: list[Point] = [(names[r], names[k], v, s, t) for r, k, v, s, t in _SPILL_RECORD.iter_unpack(raw)]
-            self.count -= len(out)
-            return out
-
-    def close_file(self) -> None:
-        self._file.close()
+    def __len__(self) -> int:
+        return self.n
 
 
 class EventQueue:
-    """The in-process queue between log_* calls and the writer. Appending never awaits."""
+    """The in-process queue between log_* calls and the writer: a deque of chunks, each a
+    PointBuffer (the last one open for appends), a SpilledBuffer, or an Op. Ops seal the open
+    buffer, so order between a run's points and its other events is kept. Appending never
+    awaits; with `threaded` (the sync facade) appends and takes hold `lock`."""
 
     def __init__(self, max_queue: int, on_full: str, threaded: bool, spill_dir: str | None) -> None:
         if on_full not in POLICIES:
@@ -142,92 +120,162 @@ class EventQueue:
                 'on_full="block" needs the sync facade (tracker.SyncTracker): an async caller '
                 'cannot block without stalling the writer; use "spill" or "raise"'
             )
-        self.items: deque[Any] = deque()
+        self.chunks: deque[PointBuffer | SpilledBuffer | Op] = deque()
+        self.tail: PointBuffer | None = None
         self.max_queue = max_queue
+        self.chunk = max(1, min(CHUNK, max_queue // 4))
+        """Points per buffer: small queues get small buffers so that capacity stays exact."""
         self.on_full = on_full
         self.threaded = threaded
+        self.lock = threading.Lock() if threaded else None
+        self.room = threading.Condition(self.lock) if threaded else None
         self.spill_dir = spill_dir
-        self.spilling: SpillSegment | None = None
+        self._spill: Any = None
+        self._spill_end = 0
+        self.in_memory = 0
+        """Points in sealed in-memory buffers (the open tail is not counted)."""
+        self.spilled_pending = 0
         self.spilled_points = 0
         self.parked = False
         self.wake: Callable[[], None] = lambda: None
-        self.room = threading.Condition()
+        self.key_ids: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.run_ids: list[str] = []
 
-    def put(self, item: Any) -> None:
-        """Queue an Op, or a Point arriving on the slow path (the queue is full or spilling)."""
-        items = self.items
-        seg = self.spilling
-        if item.__class__ is tuple:
-            if seg is not None:
-                if len(items) > self.max_queue // 2 and seg.add(item):
-                    self.spilled_points += 1
-                    return
-                with seg.lock:
-                    seg.closed = True  # back to memory: the writer has caught up
-                self.spilling = None
-            elif len(items) >= self.max_queue:
-                self._full(item)
-                return
-        elif seg is not None:
-            with seg.lock:
-                seg.closed = True  # an op goes after the spilled points, in memory
-            self.spilling = None
-        items.append(item)
+    def key_index(self, key: str) -> int:
+        """A small integer standing for a (validated) metric key in this queue's columns."""
+        i = self.key_ids.get(key)
+        if i is None:
+            i = self.key_ids[key] = len(self.keys)
+            self.keys.append(key)
+        return i
+
+    def run_index(self, run_id: str) -> int:
+        self.run_ids.append(run_id)
+        return (len(self.run_ids) - 1) << 32
+
+    def open_buffer(self) -> PointBuffer:
+        """Seal the open buffer and start another, applying the full-queue policy. Called by
+        log_metric when there is no open buffer or it holds `chunk` points."""
+        if self.tail is not None:
+            self.in_memory += len(self.tail)
+            self.tail = None
+        if self.in_memory >= self.max_queue:
+            self._full()
+        buf = PointBuffer()
+        self.chunks.append(buf)
+        self.tail = buf
         if self.parked:
             self.wake()
+        return buf
 
-    def _full(self, item: Point) -> None:
+    def _full(self) -> None:
         if self.on_full == "raise":
             raise QueueFullError(
-                f"the tracker queue holds {len(self.items)} items and the writer is behind; "
+                f"the tracker queue holds {self.in_memory:,} points and the writer is behind; "
                 "await tk.flush() now and then in your loop, raise max_queue, or use "
                 'on_full="spill"'
             )
         if self.on_full == "block":
-            with self.room:
-                self.room.wait_for(lambda: len(self.items) < self.max_queue)
-            self.put(item)
+            assert self.room is not None
+            self.wake()
+            self.room.wait_for(lambda: self.in_memory < self.max_queue)
             return
-        seg = SpillSegment(self.spill_dir)
-        seg.add(item)  # a new segment is open
-        self.spilled_points += 1
-        self.spilling = seg
-        self.items.append(seg)
+        # Spill the newest sealed buffers: the writer reads the oldest next, from memory.
+        for i in range(len(self.chunks) - 1, -1, -1):
+            if self.in_memory < self.max_queue // 2:
+                break
+            chunk = self.chunks[i]
+            if isinstance(chunk, PointBuffer):
+                self.chunks[i] = self._write_spill(chunk)
+
+    def _write_spill(self, buf: PointBuffer) -> SpilledBuffer:
+        if self._spill is None:
+            fd, path = tempfile.mkstemp(prefix="tracker-spill-", dir=self.spill_dir)
+            os.unlink(path)  # nothing to clean up after a crash: these points were never flushed
+            self._spill = os.fdopen(fd, "w+b")
+            self._spill_end = 0
+        f = self._spill
+        f.seek(self._spill_end)
+        for col in (buf.rk, buf.values, buf.steps, buf.stamps):
+            col.tofile(f)
+        n = len(buf)
+        spilled = SpilledBuffer(self._spill_end, n)
+        self._spill_end = f.tell()
+        self.in_memory -= n
+        self.spilled_pending += n
+        self.spilled_points += n
+        return spilled
+
+    def _read_spill(self, s: SpilledBuffer) -> PointBuffer:
+        f = self._spill
+        f.flush()
+        f.seek(s.offset)
+        buf = PointBuffer()
+        for col in (buf.rk, buf.values, buf.steps, buf.stamps):
+            col.fromfile(f, s.n)
+        self.spilled_pending -= s.n
+        if self.spilled_pending == 0:
+            self._spill_end = 0  # reuse the file from the start
+        return buf
+
+    def put(self, op: Op) -> None:
+        """Queue an operation after every point queued so far."""
+        with self.lock or contextlib.nullcontext():
+            if self.tail is not None:
+                self.in_memory += len(self.tail)
+                self.tail = None
+            self.chunks.append(op)
         if self.parked:
             self.wake()
 
-    def take(self, limit: int) -> list[Any]:
-        """Up to `limit` items (points count one each) from the front, in order."""
-        out: list[Any] = []
-        items = self.items
-        while items and len(out) < limit:
-            head = items[0]
-            if head.__class__ is SpillSegment:
-                if out:
-                    break  # spilled points start their own batch
-                out = head.take(limit)
-                with head.lock:
-                    if head.count == 0:
-                        head.closed = True
-                        if self.spilling is head:
-                            self.spilling = None
-                        items.popleft()
-                        head.close_file()
-                break
-            out.append(items.popleft())
-        if self.threaded and self.on_full == "block":
-            with self.room:
+    def take(self, limit: int) -> list[PointBuffer | Op]:
+        """Chunks from the front, in order, holding about `limit` points at most."""
+        out: list[PointBuffer | Op] = []
+        spilled: list[tuple[int, SpilledBuffer]] = []
+        n = 0
+        with self.lock or contextlib.nullcontext():
+            chunks = self.chunks
+            while chunks and n < limit:
+                chunk = chunks.popleft()
+                if isinstance(chunk, Op):
+                    out.append(chunk)
+                    continue
+                n += len(chunk)
+                if isinstance(chunk, SpilledBuffer):
+                    spilled.append((len(out), chunk))
+                    out.append(PointBuffer())  # replaced below, once the lock's work is done
+                    continue
+                if chunk is self.tail:
+                    self.tail = None  # sealed: further points go to a new buffer
+                else:
+                    self.in_memory -= len(chunk)
+                out.append(chunk)
+            for i, s in spilled:
+                out[i] = self._read_spill(s)
+            if self.room is not None:
                 self.room.notify_all()
         return out
 
+    def in_memory_items(self) -> int:
+        tail = len(self.tail) if self.tail is not None else 0
+        return self.in_memory + tail + sum(1 for c in self.chunks if c.__class__ is Op)
+
     def __len__(self) -> int:
-        return len(self.items)
+        return self.in_memory_items() + self.spilled_pending
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
 
 @dataclass(frozen=True, slots=True)
 class WriterStatistics:
     queue_depth: int
     """Items waiting in memory (points and operations)."""
+    spilled_pending: int
+    """Points waiting in the spill file."""
     spilled_points: int
     """Points that went through the spill file because the queue was full (cumulative)."""
     batches: int
@@ -252,17 +300,16 @@ def _is_transient(exc: BaseException) -> bool:
 class _Acc:
     """Metric points of one run, gathered until something else about that run is queued."""
 
-    __slots__ = ("cols", "n", "run_id")
+    __slots__ = ("cols", "run_id")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.cols: dict[str, tuple[list[int], list[int], list[float]]] = {}
-        self.n = 0
+        self.cols: dict[str, tuple[array[int], array[int], array[float]]] = {}
 
     def event(self) -> MetricsLogged:
         series = []
         for key, (steps, stamps, values) in self.cols.items():
-            s = MetricSeries(key, array("q", steps), array("q", stamps), array("d", values))
+            s = MetricSeries(key, steps, stamps, values)
             pack_series(s)
             series.append(s)
         return MetricsLogged(self.run_id, tuple(series))
@@ -302,7 +349,12 @@ class Writer:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.queue.threaded:
-            self.queue.wake = lambda: loop.call_soon_threadsafe(self._wakeup.set)
+            wakeup = self._wakeup
+
+            def wake() -> None:
+                loop.call_soon_threadsafe(wakeup.set)
+
+            self.queue.wake = wake
         else:
             self.queue.wake = self._wakeup.set
         self._task = asyncio.create_task(self._run(), name="tracker-writer")
@@ -326,10 +378,13 @@ class Writer:
         the log position reached. Raises WriterError if the writer has given up on anything
         since the last flush, or if `timeout` passes first."""
         if self._task is None or self._task.done():
-            raise InvalidStateError("the writer is not running: use the tracker inside `async with`")
+            raise InvalidStateError(
+                "the writer is not running: use the tracker inside `async with`"
+            )
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.queue.put(Op(None, fut))
         self._hurry.set()
+        self._wakeup.set()
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
@@ -348,7 +403,8 @@ class Writer:
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
-            queue_depth=len(self.queue), spilled_points=self.queue.spilled_points,
+            queue_depth=self.queue.in_memory_items(), spilled_pending=self.queue.spilled_pending,
+            spilled_points=self.queue.spilled_points,
             batches=self._batches, events_written=self._events, points_written=self._points,
             retries=self._retries, errors=self._errors, failed_points=self._failed_points,
             last_error=self._last_error, position=self._position,
@@ -360,16 +416,17 @@ class Writer:
     async def _run(self) -> None:
         q = self.queue
         while True:
-            if not q.items:
+            if not q.chunks:
                 if self._stopping:
+                    q.close()
                     return
                 q.parked = True
-                if not q.items:  # checked after parking: a put in between has woken us
+                if not q.chunks:  # checked after parking: a put in between has woken us
                     await self._wakeup.wait()
                 q.parked = False
                 self._wakeup.clear()
                 continue
-            if len(q.items) < self.max_batch and not self._hurry.is_set():
+            if len(q) < self.max_batch and not self._hurry.is_set():
                 # Linger so that a batch gathers more than a handful of points.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._hurry.wait(), self.max_batch_age)
@@ -378,30 +435,41 @@ class Writer:
             if batch:
                 await self._write(batch)
 
-    def _events_of(self, batch: Sequence[Any]) -> tuple[list[DomainEvent | _Acc | Op], int]:
-        """Turn queue items into events in order; consecutive points of a run are one event."""
-        out: list[DomainEvent | _Acc | Op] = []
+    def _events_of(self, batch: Sequence[PointBuffer | Op]) -> tuple[list[_Acc | Op], int]:
+        """Turn queue chunks into events in order: a run's points between two of its other
+        events become one MetricsLogged event, each key a column."""
+        out: list[_Acc | Op] = []
         open_: dict[str, _Acc] = {}
+        keys, run_ids = self.queue.keys, self.queue.run_ids
         points = 0
-        for item in batch:
-            if item.__class__ is tuple:
-                run_id, key, value, step, ts = item
+        for buf in batch:
+            if isinstance(buf, Op):
+                if buf.event is not None:
+                    open_.pop(getattr(buf.event, "run_id", ""), None)
+                out.append(buf)
+                continue
+            points += len(buf)
+            cols: dict[int, tuple[array[int], array[int], array[float]]] = {}
+            for rk, v, step, stamp in zip(buf.rk, buf.values, buf.steps, buf.stamps, strict=True):
+                col = cols.get(rk)
+                if col is None:
+                    col = cols[rk] = (array("q"), array("q"), array("d"))
+                col[0].append(step)
+                col[1].append(stamp)
+                col[2].append(v)
+            for rk, (steps, stamps, values) in cols.items():
+                run_id, key = run_ids[rk >> 32], keys[rk & 0xFFFFFFFF]
                 acc = open_.get(run_id)
-                if acc is None or acc.n >= _MAX_POINTS_PER_EVENT:
+                if acc is None:
                     acc = open_[run_id] = _Acc(run_id)
                     out.append(acc)
-                col = acc.cols.get(key)
-                if col is None:
-                    col = acc.cols[key] = ([], [], [])
-                col[0].append(step)
-                col[1].append(ts)
-                col[2].append(value)
-                acc.n += 1
-                points += 1
-            else:
-                if item.event is not None:
-                    open_.pop(getattr(item.event, "run_id", ""), None)
-                out.append(item)
+                have = acc.cols.get(key)
+                if have is None:
+                    acc.cols[key] = (steps, stamps, values)
+                else:
+                    have[0].extend(steps)
+                    have[1].extend(stamps)
+                    have[2].extend(values)
         return out, points
 
     async def _head(self, stream: str) -> int:
@@ -410,17 +478,14 @@ class Writer:
             head = self._heads[stream] = await self.store.stream_head(stream)
         return head
 
-    async def _write(self, batch: list[Any]) -> None:
+    async def _write(self, batch: list[PointBuffer | Op]) -> None:
         items, points = self._events_of(batch)
         entries: list[tuple[DomainEvent, Op | None]] = []
         for it in items:
             if isinstance(it, _Acc):
                 entries.append((it.event(), None))
-            elif isinstance(it, Op):
-                if it.event is not None:
-                    entries.append((it.event, it))
-            else:
-                entries.append((it, None))
+            elif it.event is not None:
+                entries.append((it.event, it))
         recorded: list[RecordedEvent] = []
         attempt = 0
         while entries:
@@ -463,7 +528,7 @@ class Writer:
                     for _, op in entries:
                         if op is not None:
                             _settle(op.future, exc=WriterError(str(exc)))
-                    self._settle_barriers(batch, error=exc)
+                    self._settle_barriers(batch)
                     return
                 self._retries += 1
                 delay = min(_MAX_BACKOFF, 0.05 * 2 ** min(attempt, 10))
@@ -500,9 +565,9 @@ class Writer:
                     return
                 await asyncio.sleep(min(_MAX_BACKOFF, 0.05 * 2**attempt))
 
-    def _settle_barriers(self, batch: list[Any], error: BaseException | None = None) -> None:
+    def _settle_barriers(self, batch: list[PointBuffer | Op]) -> None:
         for item in batch:
-            if item.__class__ is Op and item.event is None:
+            if isinstance(item, Op) and item.event is None:
                 _settle(item.future, result=self._position)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import orjson
 
-from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, Run, RunData, RunInfo
+from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, RunData, RunInfo, RunView
 from tracker.errors import InvalidInputError
 from tracker.events import ACTIVE, DELETED, point_rank
 from tracker.serialization import unpack_series
@@ -18,10 +18,10 @@ from tracker.stores.base import Dialect, SqlSession
 VIEW_TYPES: Final = {"ACTIVE_ONLY": (ACTIVE,), "DELETED_ONLY": (DELETED,), "ALL": (ACTIVE, DELETED)}
 MAX_SEARCH_RESULTS: Final = 50_000
 DEFAULT_HISTORY_PAGE: Final = 25_000
-_RUN_COLUMNS: Final = (
-    "run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri"
+_RUN_COLUMNS: Final = "run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri"
+_EXP_COLUMNS: Final = (
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
 )
-_EXP_COLUMNS: Final = "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
 
 
 def encode_token(data: Any) -> str:
@@ -32,19 +32,25 @@ def decode_token(token: str) -> Any:
     try:
         return orjson.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, orjson.JSONDecodeError):
-        raise InvalidInputError(f"Invalid page token {token[:40]!r}: pass back a token we returned") from None
+        raise InvalidInputError(
+            f"Invalid page token {token[:40]!r}: pass back a token we returned"
+        ) from None
 
 
 def _stages(view_type: str) -> tuple[str, ...]:
     try:
         return VIEW_TYPES[view_type]
     except KeyError:
-        raise InvalidInputError(f"view_type must be one of {', '.join(VIEW_TYPES)}, got {view_type!r}") from None
+        raise InvalidInputError(
+            f"view_type must be one of {', '.join(VIEW_TYPES)}, got {view_type!r}"
+        ) from None
 
 
 def _check_max(max_results: int) -> None:
     if not isinstance(max_results, int) or not 0 < max_results <= MAX_SEARCH_RESULTS:
-        raise InvalidInputError(f"max_results must be between 1 and {MAX_SEARCH_RESULTS}, got {max_results!r}")
+        raise InvalidInputError(
+            f"max_results must be between 1 and {MAX_SEARCH_RESULTS}, got {max_results!r}"
+        )
 
 
 class Queries:
@@ -53,13 +59,17 @@ class Queries:
     def __init__(self, dialect: Dialect) -> None:
         self.d = dialect
 
-    async def _experiment_tags(self, s: SqlSession, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    async def _experiment_tags(
+        self, s: SqlSession, ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {i: {} for i in ids}
         if not ids:
             return out
         marks = ", ".join("?" * len(ids))
         rows = await s.fetchall(
-            self.d.sql(f"SELECT experiment_id, tag_key, tag_value FROM experiment_tags WHERE experiment_id IN ({marks})"),
+            self.d.sql(
+                f"SELECT experiment_id, tag_key, tag_value FROM experiment_tags WHERE experiment_id IN ({marks})"
+            ),
             list(ids),
         )
         for eid, k, v in rows:
@@ -72,7 +82,8 @@ class Queries:
 
     async def get_experiment(self, s: SqlSession, experiment_id: str) -> Experiment | None:
         rows = await s.fetchall(
-            self.d.sql(f"SELECT {_EXP_COLUMNS} FROM experiments WHERE experiment_id = ?"), (experiment_id,)
+            self.d.sql(f"SELECT {_EXP_COLUMNS} FROM experiments WHERE experiment_id = ?"),
+            (experiment_id,),
         )
         found = await self._experiments(s, rows)
         return found[0] if found else None
@@ -80,7 +91,9 @@ class Queries:
     async def get_experiment_by_name(self, s: SqlSession, name: str) -> Experiment | None:
         """Prefers an active experiment over a deleted one of the same name."""
         rows = await s.fetchall(
-            self.d.sql(f"SELECT {_EXP_COLUMNS} FROM experiments WHERE name = ? ORDER BY lifecycle_stage"),
+            self.d.sql(
+                f"SELECT {_EXP_COLUMNS} FROM experiments WHERE name = ? ORDER BY lifecycle_stage"
+            ),
             (name,),
         )
         found = await self._experiments(s, rows[:1])
@@ -109,7 +122,7 @@ class Queries:
         rows = await s.fetchall("SELECT experiment_id FROM experiments")
         return 1 + max((int(r[0]) for r in rows if str(r[0]).isdigit()), default=0)
 
-    async def _runs(self, s: SqlSession, rows: Sequence[Sequence[Any]]) -> list[Run]:
+    async def _runs(self, s: SqlSession, rows: Sequence[Sequence[Any]]) -> list[RunView]:
         if not rows:
             return []
         ids = [r[0] for r in rows]
@@ -119,11 +132,17 @@ class Queries:
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
         inputs: dict[str, list[DatasetInputInfo]] = {i: [] for i in ids}
         for rid, k, v in await s.fetchall(
-            self.d.sql(f"SELECT run_id, param_key, param_value FROM run_params WHERE run_id IN ({marks})"), ids
+            self.d.sql(
+                f"SELECT run_id, param_key, param_value FROM run_params WHERE run_id IN ({marks})"
+            ),
+            ids,
         ):
             params[rid][k] = v
         for rid, k, v in await s.fetchall(
-            self.d.sql(f"SELECT run_id, tag_key, tag_value FROM run_tags WHERE run_id IN ({marks})"), ids
+            self.d.sql(
+                f"SELECT run_id, tag_key, tag_value FROM run_tags WHERE run_id IN ({marks})"
+            ),
+            ids,
         ):
             tags[rid][k] = v
         for rid, k, v, nan in await s.fetchall(
@@ -132,7 +151,7 @@ class Queries:
             ),
             ids,
         ):
-            metrics[rid][k] = math.nan if nan else float(v)
+            metrics[rid][k] = math.nan if nan else self.d.decode_float(float(v))
         for rid, name, digest, data in await s.fetchall(
             self.d.sql(
                 f"SELECT run_id, dataset_name, dataset_digest, data FROM run_inputs WHERE run_id IN ({marks}) "
@@ -142,25 +161,37 @@ class Queries:
         ):
             d = orjson.loads(data)
             inputs[rid].append(
-                DatasetInputInfo(name, digest, d["source_type"], d["source"], d["schema"], d["profile"], d["tags"])
+                DatasetInputInfo(
+                    name,
+                    digest,
+                    d["source_type"],
+                    d["source"],
+                    d["schema"],
+                    d["profile"],
+                    d["tags"],
+                )
             )
         out = []
         for r in rows:
             rid = r[0]
             end = None if r[6] is None else int(r[6])
             info = RunInfo(rid, r[1], r[2], r[3], r[4], int(r[5]), end, r[7], r[8])
-            out.append(Run(info, RunData(metrics[rid], params[rid], tags[rid]), tuple(inputs[rid])))
+            out.append(
+                RunView(info, RunData(metrics[rid], params[rid], tags[rid]), tuple(inputs[rid]))
+            )
         return out
 
-    async def get_run(self, s: SqlSession, run_id: str) -> Run | None:
-        rows = await s.fetchall(self.d.sql(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"), (run_id,))
+    async def get_run(self, s: SqlSession, run_id: str) -> RunView | None:
+        rows = await s.fetchall(
+            self.d.sql(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"), (run_id,)
+        )
         runs = await self._runs(s, rows)
         return runs[0] if runs else None
 
     async def search_runs(
         self, s: SqlSession, experiment_ids: Sequence[str], *, status: str | None = None,
         view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None,
-    ) -> Page[Run]:  # fmt: skip
+    ) -> Page[RunView]:  # fmt: skip
         """Runs of the given experiments, newest first (start_time DESC, run_id ASC), keyset-paged."""
         _check_max(max_results)
         stages = _stages(view_type)
@@ -191,7 +222,10 @@ class Queries:
 
     async def metric_keys(self, s: SqlSession, run_id: str) -> list[str]:
         rows = await s.fetchall(
-            self.d.sql("SELECT metric_key FROM latest_metrics WHERE run_id = ? ORDER BY metric_key"), (run_id,)
+            self.d.sql(
+                "SELECT metric_key FROM latest_metrics WHERE run_id = ? ORDER BY metric_key"
+            ),
+            (run_id,),
         )
         return [r[0] for r in rows]
 
@@ -241,6 +275,12 @@ class Queries:
             page.append(Metric(key, value, ts, step))
             last_rank = rank
         token = None
-        if len(page) == max_results and last_rank is not None and (more or found[-1][0] > last_rank):
-            token = encode_token({"step": last_rank[0], "ts": last_rank[1], "nan": last_rank[2], "v": last_rank[3]})
+        if (
+            len(page) == max_results
+            and last_rank is not None
+            and (more or found[-1][0] > last_rank)
+        ):
+            token = encode_token(
+                {"step": last_rank[0], "ts": last_rank[1], "nan": last_rank[2], "v": last_rank[3]}
+            )
         return Page(page, token)

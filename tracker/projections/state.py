@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tracker.entities import DatasetInputInfo, Run, RunData, RunInfo
+from tracker.entities import DatasetInputInfo, RunData, RunInfo, RunView
 from tracker.events import (
     ACTIVE,
     DELETED,
@@ -65,7 +65,11 @@ class RunState:
                 self.end_time = e.end_time
         elif isinstance(e, RunCreated):
             self.run_id, self.experiment_id = e.run_id, e.experiment_id
-            self.user_id, self.start_time, self.artifact_uri = e.user_id, e.start_time, e.artifact_uri
+            self.user_id, self.start_time, self.artifact_uri = (
+                e.user_id,
+                e.start_time,
+                e.artifact_uri,
+            )
             self.status, self.lifecycle_stage = "RUNNING", ACTIVE
             for k, v in e.tags.items():
                 self._set_tag(k, v)
@@ -91,11 +95,11 @@ class RunState:
         if key == RUN_NAME_TAG:
             self.run_name = value
 
-    def to_run(self) -> Run:
+    def to_run(self) -> RunView:
         info = RunInfo(
             self.run_id, self.experiment_id, self.run_name, self.user_id, self.status,
             self.start_time, self.end_time, self.lifecycle_stage, self.artifact_uri,
         )  # fmt: skip
         metrics = {k: v[1] for k, v in self.latest.items()}
         data = RunData(metrics=metrics, params=dict(self.params), tags=dict(self.tags))
-        return Run(info, data, tuple(self.inputs[k] for k in sorted(self.inputs)))
+        return RunView(info, data, tuple(self.inputs[k] for k in sorted(self.inputs)))

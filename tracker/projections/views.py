@@ -40,7 +40,6 @@ PROJECTION: Final = "views"
 RUN_NAME_TAG: Final = "mlflow.runName"
 USER_TAG: Final = "mlflow.user"
 PARENT_TAG: Final = "mlflow.parentRunId"
-_DOUBLE_MAX: Final = 1.7976931348623157e308
 _LATEST_CACHE_RUNS: Final = 10_000
 
 # A latest-metric entry: (rank, value, timestamp, step); rank orders entries as MLflow does.
@@ -116,23 +115,26 @@ class Projector:
         log when they do not (another process appended or projected in between)."""
         if not events:
             return self.position
-        async with self._lock:
-            async with self.store.transaction() as s:
-                pos = await self._stored_position(s)
-                if pos != self.position:
-                    self._latest.clear()  # someone else projected: our cache may be stale
-                    self.position = pos
-                todo = [e for e in events if e.position > pos]
-                if todo and todo[0].position == pos + 1 and _contiguous(todo):
-                    await self._apply_in(s, todo)
-                    return self.position
+        async with self._lock, self.store.transaction() as s:
+            await self.store.lock_projection(s)
+            pos = await self._stored_position(s)
+            if pos != self.position:
+                self._latest.clear()  # someone else projected: our cache may be stale
+                self.position = pos
+            todo = [e for e in events if e.position > pos]
+            if todo and todo[0].position == pos + 1 and _contiguous(todo):
+                await self._apply_in(s, todo)
+                return self.position
         return await self.catch_up()
 
-    async def catch_up(self, progress: Callable[[int], None] | None = None, page: int = 2000) -> int:
+    async def catch_up(
+        self, progress: Callable[[int], None] | None = None, page: int = 2000
+    ) -> int:
         """Apply every event after the views' position, page by page; returns the position."""
         async with self._lock:
             while True:
                 async with self.store.transaction() as s:
+                    await self.store.lock_projection(s)
                     pos = await self._stored_position(s)
                     if pos != self.position:
                         self._latest.clear()
@@ -147,6 +149,7 @@ class Projector:
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Drop the views, recreate them empty and project the whole log again."""
         async with self._lock, self.store.transaction() as s:
+            await self.store.lock_projection(s)
             for t in reversed(VIEWS):
                 await s.execute(f"DROP TABLE IF EXISTS {t.name}")
             for stmt in self.store.ddl(VIEWS):
@@ -172,7 +175,8 @@ class Projector:
             if nan:
                 out[key] = ((step, ts, 1, 0.0), math.nan, ts, step)
             else:
-                out[key] = ((step, ts, 0, value), float(value), ts, step)
+                v = self.d.decode_float(float(value))
+                out[key] = ((step, ts, 0, v), v, ts, step)
         self._latest[run_id] = out
         return out
 
@@ -283,7 +287,10 @@ class Projector:
                         (t, e.experiment_id))  # fmt: skip
         for (run_id, key), (rank, value, ts, step) in touched.items():
             nan = rank[2]
-            ops.add(self._sql_upsert_latest, (run_id, key, None if nan else self._float(value), nan, ts, step))
+            ops.add(
+                self._sql_upsert_latest,
+                (run_id, key, None if nan else self.d.encode_float(value), nan, ts, step),
+            )
         new_position = events[-1].position
         ops.add(
             upsert("projection_state", ("name",), ("name", "position")), (PROJECTION, new_position)
@@ -294,11 +301,6 @@ class Projector:
             self._latest.clear()  # the transaction rolls back; so must our cache
             raise
         self.position = new_position
-
-    def _float(self, value: float) -> float:
-        if self.d.supports_nan or not math.isinf(value):
-            return value
-        return math.copysign(_DOUBLE_MAX, value)  # as MLflow: SQL without Inf clamps it
 
     def _set_tag(self, ops: _Ops, run_id: str, key: str, value: str) -> None:
         ops.add(self.d.upsert("run_tags", ("run_id", "tag_key"), ("run_id", "tag_key", "tag_value")),

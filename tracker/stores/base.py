@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from abc import ABC, abstractmethod
@@ -19,7 +20,10 @@ from tracker.stores.schema import EVENTS, META, VIEWS, Table, Types, create_tabl
 Row = tuple[Any, ...]
 
 SCHEMA_VERSION: Final = 1
-_EVENT_COLUMNS: Final = "position, event_id, stream_id, seq, event_type, schema_version, recorded_at, payload"
+DOUBLE_MAX: Final = 1.7976931348623157e308
+_EVENT_COLUMNS: Final = (
+    "position, event_id, stream_id, seq, event_type, schema_version, recorded_at, payload"
+)
 _IN_CHUNK: Final = 500
 
 
@@ -44,6 +48,19 @@ class Dialect:
     """qmark (?), numeric_dollar ($1) or format (%s)."""
     supports_nan: bool = True
     """False where the database cannot store NaN/±Inf in a float column (MySQL, MSSQL)."""
+
+    def encode_float(self, value: float) -> float:
+        """A value for a float column. NaN never reaches one (views keep an is_nan flag);
+        without ±Inf support it is clamped to ±DBL_MAX, as MLflow's SQL store does."""
+        if self.supports_nan or not math.isinf(value):
+            return value
+        return math.copysign(DOUBLE_MAX, value)
+
+    def decode_float(self, value: float) -> float:
+        """Inverse of encode_float: a clamped ±DBL_MAX reads back as ±Inf."""
+        if not self.supports_nan and abs(value) == DOUBLE_MAX:
+            return math.copysign(math.inf, value)
+        return value
 
     def sql(self, statement: str) -> str:
         return _convert(statement, self.paramstyle)
@@ -125,6 +142,11 @@ class EventStore(ABC):
     async def _lock_log(self, session: SqlSession) -> None:
         """Inside an append transaction: exclude every other appender until commit."""
 
+    async def lock_projection(self, session: SqlSession) -> None:
+        """Inside a transaction: exclude other processes' projectors until commit, so that one
+        projector at a time applies events to the views (the others then find the position
+        moved and follow). A no-op where the transaction already excludes other writers."""
+
     @abstractmethod
     def _is_unique_violation(self, exc: BaseException) -> bool:
         """Whether a driver error is a unique-constraint violation."""
@@ -165,7 +187,9 @@ class EventStore(ABC):
                     await s.execute(stmt)
                 await self._forbid_event_changes(s)
                 await s.execute(
-                    f"INSERT INTO {META.name} (version, applied_at) VALUES (?, ?)",
+                    self.dialect.sql(
+                        f"INSERT INTO {META.name} (version, applied_at) VALUES (?, ?)"
+                    ),
                     (SCHEMA_VERSION, now_ms()),
                 )
             # Later versions: apply MIGRATIONS[found + 1 :] here, each recorded in META.
@@ -192,7 +216,9 @@ class EventStore(ABC):
         for e in events:
             unique.setdefault(e.event_id, e)
         encoded = {eid: serialize(e.event) for eid, e in unique.items()}
-        sql = self.dialect.sql(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        sql = self.dialect.sql(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         try:
             async with self.transaction() as s:
                 await self._lock_log(s)
@@ -202,7 +228,9 @@ class EventStore(ABC):
                     chunk = ids[i : i + _IN_CHUNK]
                     marks = ", ".join("?" * len(chunk))
                     rows = await s.fetchall(
-                        self.dialect.sql(f"SELECT event_id FROM events WHERE event_id IN ({marks})"),
+                        self.dialect.sql(
+                            f"SELECT event_id FROM events WHERE event_id IN ({marks})"
+                        ),
                         chunk,
                     )
                     seen.update(bytes(r[0]) for r in rows)
@@ -216,10 +244,21 @@ class EventStore(ABC):
                 for i, e in enumerate(fresh, start=head + 1):
                     type_name, version, payload = encoded[e.event_id]
                     params.append(
-                        (i, e.event_id, e.stream_id, e.sequence, type_name, version, e.recorded_at, payload)
+                        (
+                            i,
+                            e.event_id,
+                            e.stream_id,
+                            e.sequence,
+                            type_name,
+                            version,
+                            e.recorded_at,
+                            payload,
+                        )
                     )
                     out.append(
-                        RecordedEvent(i, e.event_id, e.stream_id, e.sequence, e.recorded_at, version, e.event)
+                        RecordedEvent(
+                            i, e.event_id, e.stream_id, e.sequence, e.recorded_at, version, e.event
+                        )
                     )
                 await s.executemany(sql, params)
         except Exception as exc:
@@ -236,7 +275,13 @@ class EventStore(ABC):
         position, event_id, stream_id, seq, type_name, version, recorded_at, payload = row
         event = deserialize(type_name, int(version), bytes(payload))
         return RecordedEvent(
-            int(position), bytes(event_id), stream_id, int(seq), int(recorded_at), int(version), event
+            int(position),
+            bytes(event_id),
+            stream_id,
+            int(seq),
+            int(recorded_at),
+            int(version),
+            event,
         )
 
     async def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:

@@ -32,7 +32,8 @@ class _Session:
         await (await self._conn.executemany(sql, rows)).close()
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
+        rows = await self._conn.execute_fetchall(sql, params)
+        return [tuple(r) for r in rows]
 
 
 class SQLiteEventStore(EventStore):
@@ -46,7 +47,9 @@ class SQLiteEventStore(EventStore):
 
     dialect = SQLITE
 
-    def __init__(self, path: str | Path, *, synchronous: str = "full", artifact_root: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "full", artifact_root: str | None = None
+    ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
         self.path = Path(path)
@@ -60,7 +63,11 @@ class SQLiteEventStore(EventStore):
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in ("busy_timeout = 30000", f"synchronous = {self.synchronous}", "cache_size = -65536"):
+        for pragma in (
+            "busy_timeout = 30000",
+            f"synchronous = {self.synchronous}",
+            "cache_size = -65536",
+        ):
             await conn.execute_fetchall(f"PRAGMA {pragma}")
         return conn
 

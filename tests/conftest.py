@@ -1,0 +1,39 @@
+"""Shared fixtures: real stores for every backend the machine has."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+# Each backend: a factory that makes a fresh, isolated, unopened store. Backends that need a
+# server are added by tests/backends.py when their server answers (and fail the run in CI).
+from tests.backends import BACKENDS
+from tracker.stores.base import EventStore
+from tracker.stores.sqlite import SQLiteEventStore
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[], EventStore]]:
+    """A factory of stores that all point at one fresh database of the backend."""
+    async with BACKENDS[request.param](tmp_path) as factory:
+        yield factory
+
+
+@pytest.fixture
+async def store(store_factory: Callable[[], EventStore]) -> AsyncIterator[EventStore]:
+    s = store_factory()
+    await s.open()
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteEventStore]:
+    s = SQLiteEventStore(tmp_path / "tracker.db")
+    await s.open()
+    yield s
+    await s.aclose()

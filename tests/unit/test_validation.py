@@ -1,0 +1,89 @@
+"""MLflow's naming and value rules, enforced at the call site."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tracker.errors import InvalidInputError
+from tracker.validation import (
+    validate_batch_limits,
+    validate_int64,
+    validate_key,
+    validate_metric_value,
+    validate_param,
+    validate_tag,
+    validate_timestamp,
+)
+
+
+@pytest.mark.parametrize("key", ["loss", "train/loss", "a.b-c d:e", "ü_ñ", "x" * 250])
+def test_valid_keys_are_accepted(key: str) -> None:
+    """Names MLflow accepts come back unchanged."""
+    assert validate_key(key) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "fragment"),
+    [
+        ("", "Missing value"),
+        ("x" * 251, "maximum length of 250"),
+        ("a;b", "may only contain"),
+        ("a\\b", "may only contain"),
+        ("../up", "normalized relative path"),
+        ("a/../b", "normalized relative path"),
+        ("/abs", "normalized relative path"),
+        ("a//b", "normalized relative path"),
+        ("a/./b", "normalized relative path"),
+        ("a/", "normalized relative path"),
+        (".", "normalized relative path"),
+        (3, "must be a string"),
+    ],
+)
+def test_invalid_keys_say_what_to_fix(key: object, fragment: str) -> None:
+    """Every refused name raises InvalidInputError with a message naming the rule."""
+    with pytest.raises(InvalidInputError, match=fragment.replace(".", r"\.")):
+        validate_key(key)
+
+
+def test_metric_values() -> None:
+    """Numbers become floats, NaN/±Inf are kept, bools and strings are refused."""
+    assert validate_metric_value("k", 3) == 3.0
+    assert math.isnan(validate_metric_value("k", math.nan))
+    assert validate_metric_value("k", -math.inf) == -math.inf
+    for bad in (True, "1.0", None, [1]):
+        with pytest.raises(InvalidInputError):
+            validate_metric_value("k", bad)
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        validate_metric_value("k", 10**400)
+
+
+def test_steps_and_timestamps() -> None:
+    """Steps are int64; timestamps are non-negative int64 milliseconds."""
+    assert validate_int64("step", -(1 << 63)) == -(1 << 63)
+    with pytest.raises(InvalidInputError, match="64-bit"):
+        validate_int64("step", 1 << 63)
+    with pytest.raises(InvalidInputError):
+        validate_int64("step", 1.5)
+    with pytest.raises(InvalidInputError, match=">= 0"):
+        validate_timestamp(-1)
+
+
+def test_param_and_tag_values() -> None:
+    """Values are stringified; over-long ones are refused with the limit in the message."""
+    assert validate_param("p", 0.1) == ("p", "0.1")
+    assert validate_tag("t", None) == ("t", "None")
+    with pytest.raises(InvalidInputError, match="6000"):
+        validate_param("p", "x" * 6001)
+    with pytest.raises(InvalidInputError, match="8000"):
+        validate_tag("t", "x" * 8001)
+
+
+def test_batch_limits() -> None:
+    """MLflow's log-batch limits hold: 1000 metrics, 100 params, 100 tags, 1000 in all."""
+    validate_batch_limits(1000, 0, 0)
+    validate_batch_limits(800, 100, 100)
+    for args in ((1001, 0, 0), (0, 101, 0), (0, 0, 101), (900, 100, 1)):
+        with pytest.raises(InvalidInputError, match="limit"):
+            validate_batch_limits(*args)

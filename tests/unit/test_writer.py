@@ -1,0 +1,137 @@
+"""The queue and writer: batching, full-queue policies, retries and surfaced failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tracker import QueueFullError, Tracker, WriterError
+from tracker.errors import StoreUnavailableError
+from tracker.events import MetricsLogged, NewEvent, RecordedEvent
+from tracker.stores.sqlite import SQLiteEventStore
+
+
+async def _history_len(tk: Tracker, run_id: str, key: str) -> int:
+    return len(await tk.get_metric_history(run_id, key, max_results=1_000_000))
+
+
+async def test_points_are_batched_into_few_events(tmp_path: Path) -> None:
+    """Consecutive points of a run become one MetricsLogged event per batch, not one per point."""
+    async with Tracker(str(tmp_path)) as tk:
+        run = await tk.start_run()
+        for i in range(5000):
+            run.log_metrics({"a": i, "b": -i}, step=i)
+        await tk.flush()
+        stats = tk.statistics()
+        assert stats.points_written == 10_000
+        assert stats.events_written < 10
+        assert stats.queue_depth == 0 and stats.errors == 0
+        assert stats.projected_position == stats.position
+        assert await _history_len(tk, run.run_id, "b") == 5000
+
+
+async def test_raise_policy_refuses_beyond_capacity_and_keeps_what_it_took(tmp_path: Path) -> None:
+    """With on_full="raise" the call past capacity raises; everything accepted is stored."""
+    async with Tracker(str(tmp_path), max_queue=100, on_full="raise") as tk:
+        run = await tk.start_run()
+        with pytest.raises(QueueFullError, match=r"await tk\.flush"):
+            for i in range(1000):
+                run.log_metric("m", i, step=i)
+        await tk.flush()
+        assert await _history_len(tk, run.run_id, "m") == 100
+
+
+async def test_spill_policy_keeps_memory_bounded_and_order_intact(tmp_path: Path) -> None:
+    """With on_full="spill" a producer that never yields overflows to disk; nothing is lost or reordered."""
+    async with Tracker(str(tmp_path), max_queue=1000) as tk:
+        run = await tk.start_run()
+        depths = []
+        for i in range(50_000):
+            run.log_metric("m", float(i), step=i)
+            if i == 25_000:
+                run.set_tag("half", "way")  # an op in the middle of spilled points
+            if i % 5000 == 0:
+                depths.append(tk.statistics().queue_depth)
+        # In memory: at most max_queue sealed points plus the open buffer (a quarter of it).
+        assert max(depths) <= 1000 + 250 + 1
+        assert tk.statistics().spilled_points > 40_000
+        await tk.flush()
+        history = await tk.get_metric_history(run.run_id, "m", max_results=100_000)
+        assert [p.step for p in history] == list(range(50_000))
+        assert [p.value for p in history] == [float(i) for i in range(50_000)]
+        assert (await tk.get_run(run.run_id)).data.tags["half"] == "way"
+        events = [r async for r in tk.replay(run.run_id)]
+        tag_at = next(i for i, r in enumerate(events) if type(r.event).__name__ == "TagsSet")
+        before = sum(
+            len(s)
+            for r in events[:tag_at]
+            if isinstance(r.event, MetricsLogged)
+            for s in r.event.series
+        )
+        assert before == 25_001  # points logged before the tag are logged before it
+
+
+def test_block_policy_needs_the_sync_facade() -> None:
+    """An async caller cannot block; asking for it is a clear error at construction."""
+    with pytest.raises(ValueError, match="SyncTracker"):
+        Tracker("unused", on_full="block")
+
+
+class FlakyStore(SQLiteEventStore):
+    """A real SQLite store whose first appends fail, as a database restarting would."""
+
+    def __init__(self, path: Path, failures: int, exc: Exception) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.exc = exc
+
+    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        if self.failures > 0 and any(type(e.event).__name__ == "MetricsLogged" for e in events):
+            self.failures -= 1
+            raise self.exc
+        return await super().append(events)
+
+
+async def test_transient_failures_are_retried_and_reported(tmp_path: Path) -> None:
+    """An unavailable database is retried with backoff; statistics show it; nothing is lost."""
+    store = FlakyStore(tmp_path / "t.db", 3, StoreUnavailableError("down"))
+    async with Tracker(store=store) as tk:
+        run = await tk.start_run()
+        for i in range(100):
+            run.log_metric("m", i, step=i)
+        await tk.flush()
+        stats = tk.statistics()
+        assert stats.errors == 3 and stats.retries >= 3 and "down" in (stats.last_error or "")
+        assert await _history_len(tk, run.run_id, "m") == 100
+
+
+async def test_dead_database_makes_flush_time_out_with_the_cause(tmp_path: Path) -> None:
+    """While the database stays down, flush(timeout) raises WriterError naming the last error."""
+    store = FlakyStore(tmp_path / "t.db", 10**9, StoreUnavailableError("connection refused"))
+    tk = Tracker(store=store)
+    await tk.open()
+    run = await tk.start_run()
+    run.log_metric("m", 1.0)
+    with pytest.raises(WriterError, match="connection refused"):
+        await tk.flush(timeout=0.5)
+    store.failures = 0  # the database comes back: the queued point is still there
+    await tk.flush()
+    assert await _history_len(tk, run.run_id, "m") == 1
+    await tk.aclose()
+
+
+async def test_permanent_failure_is_surfaced_by_flush(tmp_path: Path) -> None:
+    """A non-transient error is retried a few times, then flush raises WriterError, once."""
+    store = FlakyStore(tmp_path / "t.db", 10**9, RuntimeError("bug"))
+    async with Tracker(store=store) as tk:
+        run = await tk.start_run()
+        run.log_metric("m", 1.0)
+        with pytest.raises(WriterError, match="1 points could not be stored: RuntimeError: bug"):
+            await asyncio.wait_for(tk.flush(), 30)
+        assert tk.statistics().failed_points == 0  # reported once, then cleared
+        store.failures = 0
+        run.log_metric("m", 2.0)
+        await tk.flush()
