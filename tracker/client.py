@@ -8,6 +8,7 @@ import getpass
 import time
 import uuid
 import weakref
+from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -57,6 +58,7 @@ from tracker.projections.views import RUN_NAME_TAG, Projector
 from tracker.stores import resolve_uri, store_from_uri
 from tracker.stores.base import EventStore
 from tracker.validation import (
+    _VALID_KEYS,
     INT64_MAX,
     INT64_MIN,
     MAX_EXPERIMENT_TAG_VALUE_LENGTH,
@@ -75,8 +77,10 @@ from tracker.writer import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BATCH_AGE,
     DEFAULT_MAX_QUEUE,
+    Columns,
     EventQueue,
     Op,
+    RunPoints,
     Writer,
     WriterStatistics,
 )
@@ -99,8 +103,8 @@ class Run:
         "__weakref__",
         "_ended",
         "_params",
+        "_points",
         "_q",
-        "_rk",
         "_tracker",
         "experiment_id",
         "run_id",
@@ -111,7 +115,7 @@ class Run:
     ) -> None:
         self._tracker = tracker
         self._q = tracker._queue
-        self._rk = self._q.run_index(run_id)
+        self._points: RunPoints | None = None
         self.run_id = run_id
         self.experiment_id = experiment_id
         self._params = params
@@ -127,18 +131,14 @@ class Run:
             )
         self._q.put(Op(event))
 
-    def _check(
-        self, key: str, value: Any, step: Any, timestamp: Any
-    ) -> tuple[int, float, int, int]:
-        """Validate one point; returns (key index, value, step, timestamp)."""
+    def _check(self, key: str, value: Any, step: Any, timestamp: Any) -> tuple[float, int, int]:
+        """Validate one point; returns (value, step, timestamp)."""
         if self._ended:
             raise InvalidStateError(
                 f"run {self.run_id} has ended; start or resume a run to log more"
             )
-        q = self._q
-        ki = q.key_ids.get(key)
-        if ki is None:
-            ki = q.key_index(validate_key(key, "metric key"))
+        if key not in _VALID_KEYS:
+            validate_key(key, "metric key")
         if value.__class__ is not float:
             value = validate_metric_value(key, value)
         if timestamp is None:
@@ -149,21 +149,18 @@ class Run:
             step = 0
         elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
             step = validate_int64("step", step)
-        return ki, value, step, timestamp
+        return value, step, timestamp
 
     def log_metric(
         self, key: str, value: float, step: int | None = None, timestamp: int | None = None
     ) -> None:
         """Queue one point. `step` defaults to 0 and `timestamp` to now (ms), as in MLflow."""
-        # The hot path: _check inlined, then four appends to the open column buffer.
+        # The hot path: _check inlined, then three appends to this run's column segment.
+        # The key is validated when it first appears in a segment (see _new_column).
         if self._ended:
             raise InvalidStateError(
                 f"run {self.run_id} has ended; start or resume a run to log more"
             )
-        q = self._q
-        ki = q.key_ids.get(key)
-        if ki is None:
-            ki = q.key_index(validate_key(key, "metric key"))
         if value.__class__ is not float:
             value = validate_metric_value(key, value)
         if timestamp is None:
@@ -174,15 +171,25 @@ class Run:
             step = 0
         elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
             step = validate_int64("step", step)
-        buf = q.tail
-        if buf is None or len(buf.values) >= q.chunk:
-            buf = q.open_buffer()
-        buf.rk.append(self._rk + ki)
-        buf.values.append(value)
-        buf.steps.append(step)
-        buf.stamps.append(timestamp)
-        if q.parked:
-            q.wake()
+        points = self._points
+        cols = None if points is None else points.cols.get(key)
+        if cols is None or len(cols[2]) >= self._q.chunk:
+            cols = self._new_column(key)
+        cols[0].append(step)
+        cols[1].append(timestamp)
+        cols[2].append(value)
+        if self._q.parked:
+            self._q.wake()
+
+    def _new_column(self, key: str) -> Columns:
+        """The slow path of log_metric: no open segment, a key new to it, or a full column."""
+        validate_key(key, "metric key")
+        points = self._points
+        if points is None or key in points.cols:
+            points = self._q.open_points(self.run_id, self)
+        cols: Columns = (array("q"), array("q"), array("d"))
+        points.cols[key] = cols
+        return cols
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None
@@ -196,7 +203,7 @@ class Run:
             for k, v in metrics.items()
         ]
         for k, _ in checked:
-            if k not in self._q.key_ids:
+            if k not in _VALID_KEYS:
                 validate_key(k, "metric key")
         for k, v in checked:
             self.log_metric(k, v, step, timestamp)
@@ -282,24 +289,24 @@ class Run:
 
 class LockedRun(Run):
     """A Run whose points are appended under the queue lock: the sync facade's writer takes
-    buffers from another thread, and four column appends are not atomic."""
+    segments from another thread, and three column appends are not atomic."""
 
     __slots__ = ()
 
     def log_metric(
         self, key: str, value: float, step: int | None = None, timestamp: int | None = None
     ) -> None:
-        ki, value, step, timestamp = self._check(key, value, step, timestamp)
+        value, step, timestamp = self._check(key, value, step, timestamp)
         q = self._q
         assert q.lock is not None
         with q.lock:
-            buf = q.tail
-            if buf is None or len(buf.values) >= q.chunk:
-                buf = q.open_buffer()
-            buf.rk.append(self._rk + ki)
-            buf.values.append(value)
-            buf.steps.append(step)
-            buf.stamps.append(timestamp)
+            points = self._points
+            cols = None if points is None else points.cols.get(key)
+            if cols is None or len(cols[2]) >= q.chunk:
+                cols = self._new_column(key)
+            cols[0].append(step)
+            cols[1].append(timestamp)
+            cols[2].append(value)
         if q.parked:
             q.wake()
 

@@ -5,22 +5,23 @@ Its payload is framed binary:
 
     b"M1" | u32 header length | orjson header | per-key blobs
 
-The header is ``{"run_id": ..., "keys": [...], "counts": [...], "sizes": [...]}`` and each
-per-key blob is ``zlib(delta(steps) | delta(timestamps) | values)`` as little-endian int64/int64/
-float64 columns (deltas wrap modulo 2**64). The metric-history view stores those blobs unchanged,
-so a point is compressed once and never re-encoded on the way to the view.
+The header is ``{"run_id": ..., "keys": [...], "counts": [...], "sizes": [...]}``; each
+per-key blob is described at pack_series: narrow delta-encoded int64 steps and timestamps,
+compressed, then raw float64 values. The metric-history view stores those blobs unchanged,
+so a point is encoded once and never re-encoded on the way to the view.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 import sys
 import uuid
 import zlib
 from array import array
 from collections.abc import Callable
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, Final
 
 import orjson
@@ -77,41 +78,71 @@ def _from_le(typecode: str, data: bytes) -> array[Any]:
     return a
 
 
-def _delta(column: array[int]) -> array[int]:
-    out = array("Q")
-    if column:
-        out.extend([(x - p) & _MASK for p, x in zip([0, *column[:-1]], column, strict=True)])
-    return out
+_NARROW: Final = (("b", -(1 << 7), (1 << 7) - 1), ("h", -(1 << 15), (1 << 15) - 1),
+                  ("i", -(1 << 31), (1 << 31) - 1))  # fmt: skip
+_WRAPPED: Final = "Q"
+_BLOB_HEADER: Final = struct.Struct("<ccI")
 
 
-def _undelta(deltas: array[int]) -> array[int]:
-    unsigned = array("Q", accumulate(deltas, lambda a, b: (a + b) & _MASK))
-    return _from_le("q", unsigned.tobytes()) if _LITTLE else array("q", _signed(unsigned))
+def _delta(column: array[int]) -> tuple[str, bytes]:
+    """Delta-encode an int64 column in the narrowest signed type that holds every delta
+    (typecode, bytes); "Q" means the deltas wrap modulo 2**64 (steps that jump by more than
+    int64 holds)."""
+    if not column:
+        return "b", b""
+    try:
+        deltas = array("q", column[:1])
+        deltas.extend(map(operator.sub, column[1:], column[:-1]))  # C speed, no Python loop
+    except OverflowError:
+        wrapped = array(_WRAPPED, [column[0] & _MASK])
+        wrapped.extend([(x - p) & _MASK for p, x in pairwise(column)])
+        return _WRAPPED, _le(wrapped)
+    lo, hi = min(deltas), max(deltas)
+    for code, low, high in _NARROW:
+        if low <= lo and hi <= high:
+            return code, _le(array(code, deltas))
+    return "q", _le(deltas)
 
 
-def _signed(values: array[int]) -> list[int]:
-    return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+def _undelta(code: str, data: bytes) -> array[int]:
+    deltas = _from_le(code, data)
+    if code != _WRAPPED:
+        return array("q", accumulate(deltas))
+    unsigned = accumulate(deltas, lambda a, b: (a + b) & _MASK)
+    return array("q", [v - (1 << 64) if v >= 1 << 63 else v for v in unsigned])
 
 
 def pack_series(series: MetricSeries) -> bytes:
-    """One key's points as the compressed blob stored in the log and in the history view;
-    made once per series and kept on it."""
+    """One key's points as the blob stored in the log and, unchanged, in the history view;
+    made once per series and kept on it.
+
+    Layout: step typecode, timestamp typecode, u32 length of the compressed part, then
+    zlib(step deltas | timestamp deltas) and the float64 values, uncompressed (doubles from
+    training barely compress, and deflating them would cost most of the writer's time)."""
     if series.packed is not None:
         return series.packed
-    raw = _le(_delta(series.steps)) + _le(_delta(series.timestamps)) + _le(series.values)
-    blob = zlib.compress(raw, 1)
+    step_code, steps = _delta(series.steps)
+    stamp_code, stamps = _delta(series.timestamps)
+    ints = zlib.compress(steps + stamps, 1)
+    header = _BLOB_HEADER.pack(step_code.encode(), stamp_code.encode(), len(ints))
+    blob = b"".join((header, ints, _le(series.values)))
     object.__setattr__(series, "packed", blob)  # a cache of a pure function of frozen fields
     return blob
 
 
 def unpack_series(key: str, blob: bytes, count: int) -> MetricSeries:
-    raw = zlib.decompress(blob)
-    width = 8 * count
-    if len(raw) != 3 * width:
-        raise StoreError(f"corrupt metric block for {key!r}: {len(raw)} bytes for {count} points")
-    steps = _undelta(_from_le("Q", raw[:width]))
-    stamps = _undelta(_from_le("Q", raw[width : 2 * width]))
-    values = _from_le("d", raw[2 * width :])
+    try:
+        step_code, stamp_code, zlen = _BLOB_HEADER.unpack_from(blob)
+        start = _BLOB_HEADER.size
+        ints = zlib.decompress(blob[start : start + zlen])
+        width = array(step_code.decode()).itemsize * count
+        steps = _undelta(step_code.decode(), ints[:width])
+        stamps = _undelta(stamp_code.decode(), ints[width:])
+        values = _from_le("d", blob[start + zlen :])
+    except (struct.error, zlib.error, ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"corrupt metric block for {key!r}: {exc}") from exc
+    if not len(steps) == len(stamps) == len(values) == count:
+        raise StoreError(f"corrupt metric block for {key!r}: column lengths differ from {count}")
     return MetricSeries(key, steps, stamps, values, blob)
 
 

@@ -75,32 +75,46 @@ class Op:
         """The event must open its stream (sequence 1); a taken stream fails the op."""
 
 
-class PointBuffer:
-    """Queued metric points as columns. Arrays hold raw numbers, so a queued point costs 32
-    bytes and is invisible to the garbage collector (a deque of tuples made gen-2 collections
-    stall the training loop for milliseconds)."""
+Columns = tuple["array[int]", "array[int]", "array[float]"]
+"""(steps, timestamps, values) of one metric key."""
 
-    __slots__ = ("rk", "stamps", "steps", "values")
 
-    def __init__(self) -> None:
-        self.rk = array("Q")
-        """run index << 32 | key index, see EventQueue.run_index / key_index."""
-        self.values = array("d")
-        self.steps = array("q")
-        self.stamps = array("q")
+class RunPoints:
+    """Queued points of one run, a column triple per key, appended to by that run's log_metric
+    until something seals it (another event of the run, the writer taking it, or `chunk`
+    points on one key). Arrays hold raw numbers: a queued point costs 24 bytes, is invisible
+    to the garbage collector (a deque of tuples made gen-2 collections stall the training
+    loop for milliseconds), and arrives at the writer already grouped by key."""
+
+    __slots__ = ("cols", "owner", "run_id")
+
+    def __init__(self, run_id: str, owner: Any) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        """The Run whose `_points` this is while it is open; None once sealed."""
+        self.cols: dict[str, Columns] = {}
 
     def __len__(self) -> int:
-        return len(self.values)
+        return sum(len(c[2]) for c in self.cols.values())
+
+    def seal(self) -> int:
+        """Stop appends to this segment; returns its point count."""
+        if self.owner is not None:
+            self.owner._points = None
+            self.owner = None
+        return len(self)
 
 
-class SpilledBuffer:
-    """A sealed PointBuffer whose columns were written to the queue's spill file."""
+class SpilledPoints:
+    """A sealed RunPoints whose columns were written to the queue's spill file."""
 
-    __slots__ = ("n", "offset")
+    __slots__ = ("counts", "n", "offset", "run_id")
 
-    def __init__(self, offset: int, n: int) -> None:
+    def __init__(self, run_id: str, offset: int, counts: list[tuple[str, int]]) -> None:
+        self.run_id = run_id
         self.offset = offset
-        self.n = n
+        self.counts = counts
+        self.n = sum(n for _, n in counts)
 
     def __len__(self) -> int:
         return self.n
@@ -108,9 +122,9 @@ class SpilledBuffer:
 
 class EventQueue:
     """The in-process queue between log_* calls and the writer: a deque of chunks, each a
-    PointBuffer (the last one open for appends), a SpilledBuffer, or an Op. Ops seal the open
-    buffer, so order between a run's points and its other events is kept. Appending never
-    awaits; with `threaded` (the sync facade) appends and takes hold `lock`."""
+    RunPoints segment, a SpilledPoints segment, or an Op. Queuing an Op seals every open
+    segment, so the order between points and other events is kept. Appending never awaits;
+    with `threaded` (the sync facade) appends and takes hold `lock`."""
 
     def __init__(self, max_queue: int, on_full: str, threaded: bool, spill_dir: str | None) -> None:
         if on_full not in POLICIES:
@@ -120,12 +134,12 @@ class EventQueue:
                 'on_full="block" needs the sync facade (tracker.SyncTracker): an async caller '
                 'cannot block without stalling the writer; use "spill" or "raise"'
             )
-        self.chunks: deque[PointBuffer | SpilledBuffer | Op] = deque()
-        self.tail: PointBuffer | None = None
+        self.chunks: deque[RunPoints | SpilledPoints | Op] = deque()
+        self.open: list[RunPoints] = []
         self.max_queue = max_queue
-        self.chunk = max(1, min(CHUNK, max_queue // 4))
-        """Points per buffer: small queues get small buffers so that capacity stays exact."""
         self.on_full = on_full
+        self.chunk = max(1, min(CHUNK, max_queue // 4))
+        """Points per key per segment: small queues get small segments so capacity stays exact."""
         self.threaded = threaded
         self.lock = threading.Lock() if threaded else None
         self.room = threading.Condition(self.lock) if threaded else None
@@ -133,41 +147,33 @@ class EventQueue:
         self._spill: Any = None
         self._spill_end = 0
         self.in_memory = 0
-        """Points in sealed in-memory buffers (the open tail is not counted)."""
+        """Points in sealed in-memory segments (open segments are not counted)."""
         self.spilled_pending = 0
         self.spilled_points = 0
         self.parked = False
         self.wake: Callable[[], None] = lambda: None
-        self.key_ids: dict[str, int] = {}
-        self.keys: list[str] = []
-        self.run_ids: list[str] = []
 
-    def key_index(self, key: str) -> int:
-        """A small integer standing for a (validated) metric key in this queue's columns."""
-        i = self.key_ids.get(key)
-        if i is None:
-            i = self.key_ids[key] = len(self.keys)
-            self.keys.append(key)
-        return i
+    def _seal_open(self) -> None:
+        for seg in self.open:
+            self.in_memory += seg.seal()
+        self.open.clear()
 
-    def run_index(self, run_id: str) -> int:
-        self.run_ids.append(run_id)
-        return (len(self.run_ids) - 1) << 32
-
-    def open_buffer(self) -> PointBuffer:
-        """Seal the open buffer and start another, applying the full-queue policy. Called by
-        log_metric when there is no open buffer or it holds `chunk` points."""
-        if self.tail is not None:
-            self.in_memory += len(self.tail)
-            self.tail = None
+    def open_points(self, run_id: str, owner: Any) -> RunPoints:
+        """Seal the run's open segment (if any) and start another, applying the full-queue
+        policy first. Called by log_metric when the run has no open segment or a full one."""
+        old = owner._points
+        if old is not None:
+            self.in_memory += old.seal()
+            self.open.remove(old)
         if self.in_memory >= self.max_queue:
             self._full()
-        buf = PointBuffer()
-        self.chunks.append(buf)
-        self.tail = buf
+        seg = RunPoints(run_id, owner)
+        owner._points = seg
+        self.chunks.append(seg)
+        self.open.append(seg)
         if self.parked:
             self.wake()
-        return buf
+        return seg
 
     def _full(self) -> None:
         if self.on_full == "raise":
@@ -181,15 +187,15 @@ class EventQueue:
             self.wake()
             self.room.wait_for(lambda: self.in_memory < self.max_queue)
             return
-        # Spill the newest sealed buffers: the writer reads the oldest next, from memory.
+        # Spill the newest sealed segments: the writer reads the oldest next, from memory.
         for i in range(len(self.chunks) - 1, -1, -1):
             if self.in_memory < self.max_queue // 2:
                 break
             chunk = self.chunks[i]
-            if isinstance(chunk, PointBuffer):
+            if isinstance(chunk, RunPoints) and chunk.owner is None:
                 self.chunks[i] = self._write_spill(chunk)
 
-    def _write_spill(self, buf: PointBuffer) -> SpilledBuffer:
+    def _write_spill(self, seg: RunPoints) -> SpilledPoints:
         if self._spill is None:
             fd, path = tempfile.mkstemp(prefix="tracker-spill-", dir=self.spill_dir)
             os.unlink(path)  # nothing to clean up after a crash: these points were never flushed
@@ -197,42 +203,45 @@ class EventQueue:
             self._spill_end = 0
         f = self._spill
         f.seek(self._spill_end)
-        for col in (buf.rk, buf.values, buf.steps, buf.stamps):
-            col.tofile(f)
-        n = len(buf)
-        spilled = SpilledBuffer(self._spill_end, n)
+        counts = []
+        for key, cols in seg.cols.items():
+            for col in cols:
+                col.tofile(f)
+            counts.append((key, len(cols[2])))
+        spilled = SpilledPoints(seg.run_id, self._spill_end, counts)
         self._spill_end = f.tell()
-        self.in_memory -= n
-        self.spilled_pending += n
-        self.spilled_points += n
+        self.in_memory -= spilled.n
+        self.spilled_pending += spilled.n
+        self.spilled_points += spilled.n
         return spilled
 
-    def _read_spill(self, s: SpilledBuffer) -> PointBuffer:
+    def _read_spill(self, s: SpilledPoints) -> RunPoints:
         f = self._spill
         f.flush()
         f.seek(s.offset)
-        buf = PointBuffer()
-        for col in (buf.rk, buf.values, buf.steps, buf.stamps):
-            col.fromfile(f, s.n)
+        seg = RunPoints(s.run_id, None)
+        for key, n in s.counts:
+            cols: Columns = (array("q"), array("q"), array("d"))
+            for col in cols:
+                col.fromfile(f, n)
+            seg.cols[key] = cols
         self.spilled_pending -= s.n
         if self.spilled_pending == 0:
             self._spill_end = 0  # reuse the file from the start
-        return buf
+        return seg
 
     def put(self, op: Op) -> None:
         """Queue an operation after every point queued so far."""
         with self.lock or contextlib.nullcontext():
-            if self.tail is not None:
-                self.in_memory += len(self.tail)
-                self.tail = None
+            self._seal_open()
             self.chunks.append(op)
         if self.parked:
             self.wake()
 
-    def take(self, limit: int) -> list[PointBuffer | Op]:
+    def take(self, limit: int) -> list[RunPoints | Op]:
         """Chunks from the front, in order, holding about `limit` points at most."""
-        out: list[PointBuffer | Op] = []
-        spilled: list[tuple[int, SpilledBuffer]] = []
+        out: list[RunPoints | Op] = []
+        spilled: list[tuple[int, SpilledPoints]] = []
         n = 0
         with self.lock or contextlib.nullcontext():
             chunks = self.chunks
@@ -241,25 +250,29 @@ class EventQueue:
                 if isinstance(chunk, Op):
                     out.append(chunk)
                     continue
-                n += len(chunk)
-                if isinstance(chunk, SpilledBuffer):
+                if isinstance(chunk, SpilledPoints):
+                    n += chunk.n
                     spilled.append((len(out), chunk))
-                    out.append(PointBuffer())  # replaced below, once the lock's work is done
+                    out.append(RunPoints(chunk.run_id, None))  # read back below
                     continue
-                if chunk is self.tail:
-                    self.tail = None  # sealed: further points go to a new buffer
+                if chunk.owner is not None:
+                    self.open.remove(chunk)
+                    k = chunk.seal()  # further points of that run go to a new segment
                 else:
-                    self.in_memory -= len(chunk)
+                    k = len(chunk)
+                    self.in_memory -= k
+                n += k
                 out.append(chunk)
-            for i, s in spilled:
-                out[i] = self._read_spill(s)
+            for i, sp in spilled:
+                out[i] = self._read_spill(sp)
             if self.room is not None:
                 self.room.notify_all()
         return out
 
     def in_memory_items(self) -> int:
-        tail = len(self.tail) if self.tail is not None else 0
-        return self.in_memory + tail + sum(1 for c in self.chunks if c.__class__ is Op)
+        """Points and operations waiting in memory."""
+        opened = sum(len(seg) for seg in self.open)
+        return self.in_memory + opened + sum(1 for c in self.chunks if isinstance(c, Op))
 
     def __len__(self) -> int:
         return self.in_memory_items() + self.spilled_pending
@@ -304,7 +317,7 @@ class _Acc:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.cols: dict[str, tuple[array[int], array[int], array[float]]] = {}
+        self.cols: dict[str, Columns] = {}
 
     def event(self) -> MetricsLogged:
         series = []
@@ -435,41 +448,31 @@ class Writer:
             if batch:
                 await self._write(batch)
 
-    def _events_of(self, batch: Sequence[PointBuffer | Op]) -> tuple[list[_Acc | Op], int]:
+    def _events_of(self, batch: Sequence[RunPoints | Op]) -> tuple[list[_Acc | Op], int]:
         """Turn queue chunks into events in order: a run's points between two of its other
-        events become one MetricsLogged event, each key a column."""
+        events become one MetricsLogged event, a column triple per key."""
         out: list[_Acc | Op] = []
         open_: dict[str, _Acc] = {}
-        keys, run_ids = self.queue.keys, self.queue.run_ids
         points = 0
-        for buf in batch:
-            if isinstance(buf, Op):
-                if buf.event is not None:
-                    open_.pop(getattr(buf.event, "run_id", ""), None)
-                out.append(buf)
+        for chunk in batch:
+            if isinstance(chunk, Op):
+                if chunk.event is not None:
+                    open_.pop(getattr(chunk.event, "run_id", ""), None)
+                out.append(chunk)
                 continue
-            points += len(buf)
-            cols: dict[int, tuple[array[int], array[int], array[float]]] = {}
-            for rk, v, step, stamp in zip(buf.rk, buf.values, buf.steps, buf.stamps, strict=True):
-                col = cols.get(rk)
-                if col is None:
-                    col = cols[rk] = (array("q"), array("q"), array("d"))
-                col[0].append(step)
-                col[1].append(stamp)
-                col[2].append(v)
-            for rk, (steps, stamps, values) in cols.items():
-                run_id, key = run_ids[rk >> 32], keys[rk & 0xFFFFFFFF]
-                acc = open_.get(run_id)
-                if acc is None:
-                    acc = open_[run_id] = _Acc(run_id)
-                    out.append(acc)
+            acc = open_.get(chunk.run_id)
+            if acc is None:
+                acc = open_[chunk.run_id] = _Acc(chunk.run_id)
+                out.append(acc)
+            for key, cols in chunk.cols.items():
+                points += len(cols[2])
                 have = acc.cols.get(key)
                 if have is None:
-                    acc.cols[key] = (steps, stamps, values)
+                    acc.cols[key] = cols
                 else:
-                    have[0].extend(steps)
-                    have[1].extend(stamps)
-                    have[2].extend(values)
+                    have[0].extend(cols[0])
+                    have[1].extend(cols[1])
+                    have[2].extend(cols[2])
         return out, points
 
     async def _head(self, stream: str) -> int:
@@ -478,7 +481,7 @@ class Writer:
             head = self._heads[stream] = await self.store.stream_head(stream)
         return head
 
-    async def _write(self, batch: list[PointBuffer | Op]) -> None:
+    async def _write(self, batch: list[RunPoints | Op]) -> None:
         items, points = self._events_of(batch)
         entries: list[tuple[DomainEvent, Op | None]] = []
         for it in items:
@@ -565,7 +568,7 @@ class Writer:
                     return
                 await asyncio.sleep(min(_MAX_BACKOFF, 0.05 * 2**attempt))
 
-    def _settle_barriers(self, batch: list[PointBuffer | Op]) -> None:
+    def _settle_barriers(self, batch: list[RunPoints | Op]) -> None:
         for item in batch:
             if isinstance(item, Op) and item.event is None:
                 _settle(item.future, result=self._position)
