@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import time
 import uuid
 import weakref
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from tracker.artifacts.base import ArtifactEntry, ArtifactInfo
+from tracker.artifacts.paths import parse_artifact_uri
+from tracker.artifacts.runs import RunArtifacts, encode_dict
 from tracker.entities import Experiment, Metric, Page, RunView
 from tracker.errors import (
     AlreadyExistsError,
@@ -28,6 +33,7 @@ from tracker.events import (
     DEFAULT_EXPERIMENT_ID,
     DEFAULT_EXPERIMENT_NAME,
     DELETED,
+    ArtifactLogged,
     DatasetInput,
     DatasetInputsLogged,
     DomainEvent,
@@ -106,14 +112,21 @@ class Run:
         "_points",
         "_q",
         "_tracker",
+        "artifact_uri",
         "experiment_id",
         "run_id",
     )
 
     def __init__(
-        self, tracker: Tracker, run_id: str, experiment_id: str, params: dict[str, str]
+        self,
+        tracker: Tracker,
+        run_id: str,
+        experiment_id: str,
+        params: dict[str, str],
+        artifact_uri: str,
     ) -> None:
         self._tracker = tracker
+        self.artifact_uri = artifact_uri
         self._q = tracker._queue
         self._points: RunPoints | None = None
         self.run_id = run_id
@@ -267,6 +280,41 @@ class Run:
         if datasets:
             self._enqueue(DatasetInputsLogged(self.run_id, tuple(datasets)))
 
+    def _artifact_logged(self, info: ArtifactInfo) -> None:
+        # Called only after the bytes are stored, so the log never points at a missing file.
+        self._enqueue(
+            ArtifactLogged(self.run_id, info.path, info.size, info.sha256, info.content_type)
+        )
+
+    async def log_artifact(
+        self, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> ArtifactInfo:
+        """Upload a file to `<artifact_path>/<file name>` under the run's artifact URI."""
+        return await self._tracker._artifacts.log_file(
+            self.artifact_uri, local_path, artifact_path, self._artifact_logged
+        )
+
+    async def log_artifacts(
+        self, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> list[ArtifactInfo]:
+        """Upload a directory's files concurrently, keeping their relative paths. A symlink
+        leading outside the directory is refused before anything is uploaded."""
+        return await self._tracker._artifacts.log_dir(
+            self.artifact_uri, local_dir, artifact_path, self._artifact_logged
+        )
+
+    async def log_text(self, text: str, artifact_file: str) -> ArtifactInfo:
+        """Store `text` (UTF-8) as the artifact file `artifact_file`."""
+        return await self._tracker._artifacts.log_bytes(
+            self.artifact_uri, text.encode(), artifact_file, self._artifact_logged
+        )
+
+    async def log_dict(self, obj: Any, artifact_file: str) -> ArtifactInfo:
+        """Store `obj` as JSON (.json) or YAML (.yaml, .yml), by `artifact_file`'s extension."""
+        return await self._tracker._artifacts.log_bytes(
+            self.artifact_uri, encode_dict(obj, artifact_file), artifact_file, self._artifact_logged
+        )
+
     async def end(self, status: str = "FINISHED", end_time: int | None = None) -> None:
         """Set a terminal status and wait until everything this run logged is durable."""
         validate_status(status)
@@ -339,6 +387,7 @@ class Tracker:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
         store: EventStore | None = None,
+        artifact_options: Mapping[str, Any] | None = None,
         _threaded: bool = False,
     ) -> None:
         self.uri = resolve_uri(uri)
@@ -358,6 +407,7 @@ class Tracker:
         self._open = False
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
         self._run_class: type[Run] = LockedRun if _threaded else Run
+        self._artifacts = RunArtifacts(**(artifact_options or {}))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -383,6 +433,7 @@ class Tracker:
         try:
             await self._writer.stop()
         finally:
+            await self._artifacts.aclose()
             await self.store.aclose()
 
     async def __aenter__(self) -> Self:
@@ -469,7 +520,7 @@ class Tracker:
             validate_tag(k, v, MAX_EXPERIMENT_TAG_VALUE_LENGTH) for k, v in (tags or {}).items()
         )
         if artifact_location is not None:
-            _check_artifact_location(artifact_location)
+            parse_artifact_uri(artifact_location)  # refuses what opened holes in MLflow
         for _ in range(20):
             await self._sync()
             async with self.store.snapshot() as s:
@@ -594,7 +645,7 @@ class Tracker:
             rid, exp.experiment_id, run_name, start_time if start_time is not None else _now_ms(),
             user or _user(), f"{exp.artifact_location}/{rid}/artifacts", checked_tags, parent_run_id,
         )  # fmt: skip
-        run = self._run_class(self, rid, exp.experiment_id, {})
+        run = self._run_class(self, rid, exp.experiment_id, {}, created.artifact_uri)
         await self._append(created, new_stream=True)
         self._runs.add(run)
         if checked_params:
@@ -605,7 +656,10 @@ class Tracker:
         current = await self.get_run(run_id)
         if current.info.lifecycle_stage != ACTIVE:
             raise InvalidStateError(f"run {run_id} is deleted; restore it before resuming")
-        run = self._run_class(self, run_id, current.info.experiment_id, dict(current.data.params))
+        info = current.info
+        run = self._run_class(
+            self, run_id, info.experiment_id, dict(current.data.params), info.artifact_uri
+        )
         run.log_params(params)
         if tags:
             run.set_tags(tags)
@@ -681,6 +735,18 @@ class Tracker:
         await self.get_run(run_id)
         await self._append(RunRestored(run_id))
 
+    # -- artifacts -------------------------------------------------------------------------
+
+    async def list_artifacts(self, run_id: str, path: str | None = None) -> list[ArtifactEntry]:
+        """One level of a run's artifacts under `path` (path, is_dir, size)."""
+        run = await self.get_run(run_id)
+        return await self._artifacts.list(run.info.artifact_uri, path)
+
+    async def download_artifacts(self, run_id: str, path: str, dst: str | os.PathLike[str]) -> Path:
+        """Download a run's artifact file or directory into the local directory `dst`."""
+        run = await self.get_run(run_id)
+        return await self._artifacts.download(run.info.artifact_uri, path, dst)
+
     # -- history ---------------------------------------------------------------------------
 
     async def replay(
@@ -726,21 +792,3 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def _check_artifact_location(location: str) -> None:
-    from urllib.parse import unquote, urlparse
-
-    if location.startswith("runs:"):
-        raise InvalidInputError("artifact_location cannot be a runs:/ URI")
-    parsed = urlparse(location)
-    if parsed.fragment or parsed.params or "#" in location:
-        raise InvalidInputError("artifact_location must not contain a URL fragment (#) or ;params")
-    query = parsed.query
-    for _ in range(10):
-        decoded = unquote(query)
-        if decoded == query:
-            break
-        query = decoded
-    if ".." in query:
-        raise InvalidInputError("artifact_location must not contain '..' in its query string")
