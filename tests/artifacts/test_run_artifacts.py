@@ -27,7 +27,8 @@ async def tk_exp(
     backend: str, tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Tracker, str]]:
     """A tracker and an experiment whose artifacts go to local disk or to moto's S3."""
-    async with Tracker(str(tmp_path / "store")) as tk:
+    options = {"part_size": 5 << 20, "concurrency": 3}  # S3-only options: local ignores them
+    async with Tracker(str(tmp_path / "store"), artifact_options=options) as tk:
         if backend == "local":
             yield tk, await tk.create_experiment("art")
             return

@@ -13,7 +13,7 @@ import orjson
 
 from tracker.artifacts import artifact_store_for_uri
 from tracker.artifacts.base import ArtifactEntry, ArtifactInfo, ArtifactNotFoundError, ArtifactStore
-from tracker.artifacts.paths import validate_artifact_path
+from tracker.artifacts.paths import parse_artifact_uri, validate_artifact_path
 from tracker.errors import InvalidInputError
 
 DEFAULT_CONCURRENCY: Final = 8
@@ -68,11 +68,12 @@ class RunArtifacts:
         self._options = store_options
 
     def store(self, artifact_uri: str) -> ArtifactStore:
+        """The store for a run's artifact URI; `store_options` apply to S3 stores only."""
         found = self._stores.get(artifact_uri)
         if found is None:
-            found = self._stores[artifact_uri] = artifact_store_for_uri(
-                artifact_uri, **self._options
-            )
+            s3 = parse_artifact_uri(artifact_uri).scheme == "s3"
+            options = self._options if s3 else {}
+            found = self._stores[artifact_uri] = artifact_store_for_uri(artifact_uri, **options)
         return found
 
     async def aclose(self) -> None:
