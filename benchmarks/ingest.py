@@ -197,8 +197,9 @@ def main() -> None:
     ap.add_argument(
         "--mlflow-call-points", type=int, default=2_000, help="points for per-call log_metric"
     )
+    ap.add_argument("--mlflow-batch-points", type=int, default=100_000, help="points for log_batch")
     ap.add_argument(
-        "--mlflow-batch-points", type=int, default=100_000, help="points for log_batch / async"
+        "--mlflow-async-points", type=int, default=2_000, help="points for synchronous=False"
     )
     args = ap.parse_args()
 
@@ -235,7 +236,7 @@ def main() -> None:
         return
     rows = []
     for mode, n in (("log_metric", args.mlflow_call_points), ("log_batch", args.mlflow_batch_points),
-                    ("async", args.mlflow_batch_points)):  # fmt: skip
+                    ("async", args.mlflow_async_points)):  # fmt: skip
         m = run_mlflow(mode, n, args.keys)
         rows.append((mode, m))
         print(f"  mlflow {mode:<10} {m['points_per_s']:>10,.0f} points/s over {n:,} points, "

@@ -131,7 +131,9 @@ class Run:
         self._points: RunPoints | None = None
         self.run_id = run_id
         self.experiment_id = experiment_id
-        self._params = params
+        # One params dict per run id in this tracker, shared by every handle on the run.
+        self._params = tracker._run_params.setdefault(run_id, {})
+        self._params.update(params)
         self._ended = False
 
     def __repr__(self) -> str:
@@ -407,6 +409,7 @@ class Tracker:
         self._open = False
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
         self._run_class: type[Run] = LockedRun if _threaded else Run
+        self._run_params: dict[str, dict[str, str]] = {}
         self._artifacts = RunArtifacts(**(artifact_options or {}))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -763,16 +766,26 @@ class Tracker:
 
     async def run_state_at(self, run_id: str, at: int | datetime) -> RunView:
         """The run exactly as it was at a log position (int) or a moment (datetime)."""
-        state = RunState()
-        async for rec in self.replay(run_id, until=at):
-            state.apply(rec.event)
-        if state.events_applied == 0:
+        own = [rec async for rec in self.replay(run_id, until=at)]
+        if not own:
             raise NotFoundError(f"Run with id={run_id} did not exist at {at}")
+        state = RunState()
+        state.apply(own[0].event)
+        # Deleting or restoring the experiment cascades to its runs: fold those in too.
+        until_position, until_time = _until(at)
+        cascade = [
+            rec
+            async for rec in self.store.iter_stream(
+                experiment_stream(state.experiment_id),
+                until_position=until_position,
+                until_time=until_time,
+            )
+            if isinstance(rec.event, (ExperimentDeleted, ExperimentRestored))
+            and rec.position > own[0].position
+        ]
+        for rec in sorted(own[1:] + cascade, key=lambda r: r.position):
+            state.apply(rec.event)
         return state.to_run()
-
-    async def experiment_events(self, experiment_id: str) -> list[RecordedEvent]:
-        await self._sync()
-        return [r async for r in self.store.iter_stream(experiment_stream(experiment_id))]
 
 
 def _until(until: int | datetime | None) -> tuple[int | None, int | None]:

@@ -121,6 +121,8 @@ def pack_series(series: MetricSeries) -> bytes:
     training barely compress, and deflating them would cost most of the writer's time)."""
     if series.packed is not None:
         return series.packed
+    if not len(series.steps) == len(series.timestamps) == len(series.values):
+        raise ValueError(f"metric {series.key!r}: steps, timestamps and values differ in length")
     step_code, steps = _delta(series.steps)
     stamp_code, stamps = _delta(series.timestamps)
     ints = zlib.compress(steps + stamps, 1)

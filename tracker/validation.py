@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import posixpath
 import re
 from typing import Any, Final
@@ -163,7 +162,3 @@ def validate_batch_limits(n_metrics: int, n_params: int, n_tags: int) -> None:
             raise InvalidInputError(
                 f"A batch logged {n} {what}; the limit is {limit}. Split it into smaller batches"
             )
-
-
-def is_nan(value: float) -> bool:
-    return math.isnan(value)

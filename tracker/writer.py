@@ -52,7 +52,7 @@ POLICIES: Final = ("spill", "raise", "block")
 DEFAULT_MAX_QUEUE: Final = 1_000_000
 DEFAULT_MAX_BATCH: Final = 100_000
 DEFAULT_MAX_BATCH_AGE: Final = 0.02
-_MAX_POINTS_PER_EVENT: Final = 20_000
+_MAX_CONFLICTS: Final = 50
 _MAX_BACKOFF: Final = 5.0
 _PERMANENT_RETRIES: Final = 5
 
@@ -271,8 +271,9 @@ class EventQueue:
 
     def in_memory_items(self) -> int:
         """Points and operations waiting in memory."""
-        opened = sum(len(seg) for seg in self.open)
-        return self.in_memory + opened + sum(1 for c in self.chunks if isinstance(c, Op))
+        with self.lock or contextlib.nullcontext():  # the caller's thread mutates both
+            opened = sum(len(seg) for seg in self.open)
+            return self.in_memory + opened + sum(1 for c in self.chunks if isinstance(c, Op))
 
     def __len__(self) -> int:
         return self.in_memory_items() + self.spilled_pending
@@ -381,10 +382,7 @@ class Writer:
         if self._task is not None:
             await self._task
             self._task = None
-        if self._failure is not None:
-            raise WriterError(
-                f"{self._failed_points} points could not be stored: {self._last_error}"
-            ) from self._failure
+        self._raise_failure()
 
     async def flush(self, timeout: float | None = None) -> int:
         """Return once everything queued before the call is in the log and the views; returns
@@ -398,13 +396,15 @@ class Writer:
         self.queue.put(Op(None, fut))
         self._hurry.set()
         self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
+        waiting: set[asyncio.Future[Any]] = {fut, self._task}
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not fut.done():
+            if self._task.done():  # cannot happen by design; if it does, say so, never hang
+                raise WriterError(f"the writer stopped: {self._last_error}")
             raise WriterError(
                 f"flush did not complete within {timeout}s; {len(self.queue)} items waiting; "
                 f"last error: {self._last_error}"
-            ) from None
+            )
         self._raise_failure()
         return self._position
 
@@ -412,7 +412,8 @@ class Writer:
         if self._failure is not None:
             exc, n = self._failure, self._failed_points
             self._failure, self._failed_points = None, 0
-            raise WriterError(f"{n} points could not be stored: {self._last_error}") from exc
+            what = f"{n} points could not be stored" if n else "the views could not be updated"
+            raise WriterError(f"{what}: {self._last_error}") from exc
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
@@ -444,7 +445,13 @@ class Writer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._hurry.wait(), self.max_batch_age)
             self._hurry.clear()
-            batch = q.take(self.max_batch)
+            try:
+                batch = q.take(self.max_batch)
+            except Exception as exc:  # reading the spill file failed: report, keep serving
+                log.exception("could not take a batch from the queue")
+                self._failure = exc
+                self._last_error = f"queue: {type(exc).__name__}: {exc}"
+                continue
             if batch:
                 await self._write(batch)
 
@@ -465,7 +472,13 @@ class Writer:
                 acc = open_[chunk.run_id] = _Acc(chunk.run_id)
                 out.append(acc)
             for key, cols in chunk.cols.items():
-                points += len(cols[2])
+                n = min(len(cols[0]), len(cols[1]), len(cols[2]))
+                if len(cols[0]) != n or len(cols[2]) != n:
+                    # An exception (a signal handler's) interrupted log_metric between its
+                    # appends: that call raised, so its point was never accepted. Drop it.
+                    for col in cols:
+                        del col[n:]
+                points += n
                 have = acc.cols.get(key)
                 if have is None:
                     acc.cols[key] = cols
@@ -482,63 +495,28 @@ class Writer:
         return head
 
     async def _write(self, batch: list[RunPoints | Op]) -> None:
-        items, points = self._events_of(batch)
+        """Append one batch and project it. Never raises: what cannot be stored is counted,
+        its futures fail, and the next flush() raises WriterError."""
         entries: list[tuple[DomainEvent, Op | None]] = []
-        for it in items:
-            if isinstance(it, _Acc):
-                entries.append((it.event(), None))
-            elif it.event is not None:
-                entries.append((it.event, it))
-        recorded: list[RecordedEvent] = []
-        attempt = 0
-        while entries:
-            now = time.time_ns() // 1_000_000
-            heads = dict(self._heads)
-            new: list[NewEvent] = []
-            try:
-                for event, op in entries:
-                    stream = event.stream_id
-                    head = heads.get(stream)
-                    if head is None:
-                        head = 0 if (op is not None and op.new_stream) else await self._head(stream)
-                    heads[stream] = head + 1
-                    new.append(NewEvent(NewEvent.new_id(), stream, head + 1, now, event))
-                recorded = await self.store.append(new)
-                self._heads = heads
-                break
-            except ConcurrencyError as exc:
-                # Another process appended to one of our streams: re-read the heads and
-                # renumber; an event that had to open its stream cannot be placed.
-                self._retries += 1
-                streams = {e.stream_id for e in new}
-                for s in streams:
-                    self._heads[s] = await self.store.stream_head(s)
-                kept = []
-                for event, op in entries:
-                    if op is not None and op.new_stream and self._heads[event.stream_id] > 0:
-                        _settle(op.future, exc=exc)
-                    else:
-                        kept.append((event, op))
-                entries = kept
-            except Exception as exc:
-                attempt += 1
-                self._errors += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                if not _is_transient(exc) and attempt >= _PERMANENT_RETRIES:
-                    log.error("giving up on a batch of %d points: %s", points, exc)
-                    self._failure = exc
-                    self._failed_points += points
-                    for _, op in entries:
-                        if op is not None:
-                            _settle(op.future, exc=WriterError(str(exc)))
-                    self._settle_barriers(batch)
-                    return
-                self._retries += 1
-                delay = min(_MAX_BACKOFF, 0.05 * 2 ** min(attempt, 10))
-                log.warning("append failed (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-        if recorded:
-            self._position = max(self._position, recorded[-1].position)
+        points = 0
+        try:
+            items, points = self._events_of(batch)
+            for it in items:
+                if isinstance(it, _Acc):
+                    entries.append((it.event(), None))
+                elif it.event is not None:
+                    entries.append((it.event, it))
+            entries, recorded = await self._append(entries, points)
+        except Exception as exc:
+            log.error("giving up on a batch of %d points: %s", points, exc)
+            self._failure = exc
+            self._failed_points += points
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            for _, op in entries:
+                if op is not None:
+                    _settle(op.future, exc=WriterError(str(exc)))
+            self._settle_barriers(batch)
+            return
         self._batches += 1
         self._events += len(recorded)
         self._points += points
@@ -547,6 +525,74 @@ class Writer:
             if op is not None:
                 _settle(op.future, result=self._position)
         self._settle_barriers(batch)
+
+    async def _append(
+        self, entries: list[tuple[DomainEvent, Op | None]], points: int
+    ) -> tuple[list[tuple[DomainEvent, Op | None]], list[RecordedEvent]]:
+        """Number and append events, retrying: transient errors with backoff forever, others
+        a few times; sequence conflicts by renumbering. Event ids are made once, so a retry
+        after a commit whose acknowledgement was lost stores nothing twice."""
+        ids = [NewEvent.new_id() for _ in entries]
+        attempt = conflicts = 0
+        recheck: ConcurrencyError | None = None
+        while entries:
+            now = time.time_ns() // 1_000_000
+            heads = dict(self._heads)
+            new: list[NewEvent] = []
+            try:
+                if recheck is not None:
+                    # After a conflict, an event that had to open its stream cannot be placed
+                    # if the stream now exists.
+                    kept, kept_ids = [], []
+                    for (event, op), event_id in zip(entries, ids, strict=True):
+                        if op is not None and op.new_stream and await self._head(event.stream_id):
+                            _settle(op.future, exc=recheck)
+                        else:
+                            kept.append((event, op))
+                            kept_ids.append(event_id)
+                    entries, ids, recheck = kept, kept_ids, None
+                    heads = dict(self._heads)
+                for (event, op), event_id in zip(entries, ids, strict=True):
+                    stream = event.stream_id
+                    head = heads.get(stream)
+                    if head is None:
+                        head = 0 if (op is not None and op.new_stream) else await self._head(stream)
+                    heads[stream] = head + 1
+                    new.append(NewEvent(event_id, stream, head + 1, now, event))
+                recorded = await self.store.append(new)
+            except ConcurrencyError as exc:
+                # Another process appended to one of our streams: renumber from the log.
+                conflicts += 1
+                self._retries += 1
+                if conflicts > _MAX_CONFLICTS:
+                    raise
+                for stream in {e.stream_id for e in new}:
+                    self._heads.pop(stream, None)
+                recheck = exc
+                continue
+            except Exception as exc:
+                attempt += 1
+                self._errors += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                if not _is_transient(exc) and attempt >= _PERMANENT_RETRIES:
+                    raise
+                for stream in {e.stream_id for e, _ in entries}:
+                    self._heads.pop(stream, None)  # the commit may have happened: re-read
+                self._retries += 1
+                delay = min(_MAX_BACKOFF, 0.05 * 2 ** min(attempt, 10))
+                log.warning("append failed (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if len(recorded) < len(new):
+                # Some were in the log already (an earlier attempt committed): trust the log.
+                for stream in {e.stream_id for e in new}:
+                    heads.pop(stream, None)
+                self._position = max(self._position, await self.store.head())
+            self._heads = heads
+            if recorded:
+                self._position = max(self._position, recorded[-1].position)
+            return entries, recorded
+        return entries, []
 
     async def _project(self, recorded: list[RecordedEvent]) -> None:
         attempt = 0

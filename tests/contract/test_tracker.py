@@ -216,3 +216,83 @@ async def test_ended_run_refuses_more_logging(tk: Tracker) -> None:
         run.log_metric("m", 1.0)
     with pytest.raises(InvalidInputError):
         await tk.start_run(name="a", tags={"mlflow.runName": "b"})
+
+
+async def test_wait_until_follows_another_writer(store_factory: Callable[[], EventStore]) -> None:
+    """wait_until(position) returns once the views reflect what another tracker appended."""
+    async with Tracker(store=store_factory()) as a, Tracker(store=store_factory()) as b:
+        run = await a.start_run("follow")
+        run.log_metric("m", 7.0)
+        position = await a.flush()
+        await b.wait_until(position)
+        assert b.projector.position >= position
+        async with b.store.snapshot() as s:
+            got = await b.queries.get_run(s, run.run_id)
+        assert got is not None and got.data.metrics == {"m": 7.0}
+        with pytest.raises(TimeoutError):
+            await b.wait_until(position + 1000, timeout=0.2)
+
+
+async def test_search_experiments_pages_and_filters_by_lifecycle(tk: Tracker) -> None:
+    """search_experiments lists newest first, pages, and honours view_type."""
+    ids = [await tk.create_experiment(f"e{i}") for i in range(5)]
+    await tk.delete_experiment(ids[0])
+    active = await tk.search_experiments()
+    assert {e.experiment_id for e in active} == {*ids[1:], "0"}
+    first = await tk.search_experiments(view_type="ALL", max_results=4)
+    rest = await tk.search_experiments(
+        view_type="ALL", max_results=4, page_token=first.next_page_token
+    )
+    assert len(first) == 4 and len(rest) == 2 and rest.next_page_token is None
+    assert [e.experiment_id for e in await tk.search_experiments(view_type="DELETED_ONLY")] == [
+        ids[0]
+    ]
+    with pytest.raises(InvalidInputError):
+        await tk.search_experiments(view_type="SOME")
+
+
+async def test_history_pages_survive_duplicates_and_infinities(tk: Tracker) -> None:
+    """Duplicates across flushes never shorten a page, and ±Inf/NaN at a page edge page on."""
+    run = await tk.start_run()
+    run.log_metric("m", 1.0, step=0, timestamp=1)
+    await tk.flush()
+    run.log_metric("m", 1.0, step=0, timestamp=1)  # the same point again, in another chunk
+    await tk.flush()
+    run.log_metric("m", math.inf, step=1, timestamp=1)
+    run.log_metric("m", math.nan, step=2, timestamp=1)
+    run.log_metric("m", -math.inf, step=3, timestamp=1)
+    await tk.flush()
+    run.log_metric("m", 5.0, step=5, timestamp=1)
+    await tk.flush()
+    seen, token = [], None
+    while True:
+        page = await tk.get_metric_history(run.run_id, "m", max_results=1, page_token=token)
+        seen += [(p.step, p.value) for p in page]
+        token = page.next_page_token
+        if token is None:
+            break
+    assert [s for s, _ in seen] == [0, 1, 2, 3, 5]
+    assert seen[1][1] == math.inf and math.isnan(seen[2][1]) and seen[3][1] == -math.inf
+    with pytest.raises(InvalidInputError):
+        await tk.get_metric_history(run.run_id, "m", page_token="not-a-token")
+
+
+async def test_params_are_write_once_across_handles_on_one_run(tk: Tracker) -> None:
+    """Two handles on the same run share its params: the second value still conflicts."""
+    first = await tk.start_run()
+    second = await tk.start_run(run_id=first.run_id)
+    first.log_param("lr", "0.1")
+    with pytest.raises(ParamConflictError):
+        second.log_param("lr", "0.2")
+
+
+async def test_time_travel_sees_experiment_deletion(tk: Tracker) -> None:
+    """run_state_at folds in the experiment's delete and restore, as the views do."""
+    exp = await tk.create_experiment("tt-exp")
+    run = await tk.start_run(experiment_id=exp)
+    await tk.delete_experiment(exp)
+    deleted_at = await tk.flush()
+    await tk.restore_experiment(exp)
+    restored_at = await tk.flush()
+    assert (await tk.run_state_at(run.run_id, deleted_at)).info.lifecycle_stage == "deleted"
+    assert (await tk.run_state_at(run.run_id, restored_at)).info.lifecycle_stage == "active"

@@ -102,7 +102,7 @@ async def _play(commands: list[tuple]) -> None:
                 folded = await tk.run_state_at(run.run_id, tk.statistics().position)
                 assert folded.data.params == view.data.params
                 assert folded.data.tags == view.data.tags
-                assert folded.info.status == view.info.status
+                assert folded.info == view.info
                 assert set(folded.data.metrics) == set(view.data.metrics)
                 for k, v in view.data.metrics.items():
                     assert (

@@ -135,3 +135,110 @@ async def test_permanent_failure_is_surfaced_by_flush(tmp_path: Path) -> None:
         store.failures = 0
         run.log_metric("m", 2.0)
         await tk.flush()
+
+
+class CommitThenFailStore(SQLiteEventStore):
+    """A real store whose next appends commit and then report a lost connection, as a
+    database does when the acknowledgement of a commit never arrives."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        recorded = await super().append(events)
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailableError("connection lost after commit")
+        return recorded
+
+
+async def test_retry_after_an_uncertain_commit_stores_nothing_twice(tmp_path: Path) -> None:
+    """When a commit succeeds but its acknowledgement is lost, the retry is a no-op."""
+    store = CommitThenFailStore(tmp_path / "t.db", 0)
+    async with Tracker(store=store) as tk:
+        store.failures = 1
+        run = await tk.start_run("uncertain")  # its RunCreated goes through a lost ack
+        store.failures = 1
+        for i in range(10):
+            run.log_metric("m", i, step=i)
+        await tk.flush()
+        run.log_metric("m", 10.0, step=10)
+        await run.end()
+        events = [r async for r in tk.replay(run.run_id)]
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        points = [
+            p
+            for e in events
+            if isinstance(e.event, MetricsLogged)
+            for s in e.event.series
+            for p in s.points()
+        ]
+        assert sorted(p[0] for p in points) == list(range(11))  # every point exactly once
+        assert len([e for e in events if type(e.event).__name__ == "RunCreated"]) == 1
+        exps = await tk.search_experiments()
+        assert [e.name for e in exps].count("uncertain") == 1
+
+
+async def test_a_torn_point_is_dropped_not_stored(tmp_path: Path) -> None:
+    """A log_metric interrupted between its column appends (a signal handler raised) leaves
+    columns of unequal length; the writer drops that point and stores the rest."""
+    async with Tracker(str(tmp_path)) as tk:
+        run = await tk.start_run()
+        for i in range(5):
+            run.log_metric("m", float(i), step=i)
+        assert run._points is not None
+        steps, stamps, _values = run._points.cols["m"]
+        steps.append(99)  # what an exception after the first append leaves behind
+        stamps.append(0)
+        run.log_metric("other", 1.0)
+        await tk.flush()
+        assert tk.statistics().failed_points == 0
+        history = await tk.get_metric_history(run.run_id, "m")
+        assert [p.step for p in history] == [0, 1, 2, 3, 4]
+
+
+def test_unequal_columns_are_never_packed() -> None:
+    """The serializer refuses a series whose columns differ in length."""
+    from array import array
+
+    from tracker.events import MetricSeries
+    from tracker.serialization import pack_series
+
+    with pytest.raises(ValueError, match="differ in length"):
+        pack_series(MetricSeries("m", array("q", [1, 2]), array("q", [1]), array("d", [1.0])))
+
+
+def test_sync_facade_survives_concurrent_logging_ops_and_statistics(tmp_path: Path) -> None:
+    """The caller thread logs and queues ops while the writer thread takes batches and
+    statistics are read: nothing raises, nothing is lost."""
+    import threading
+
+    from tracker import SyncTracker
+
+    with SyncTracker(str(tmp_path), max_queue=2000) as tk:
+        runs = [tk.start_run("threads") for _ in range(3)]
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                tk.statistics()
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            for i in range(6000):
+                run = runs[i % 3]
+                run.log_metric(f"k{i % 50}", float(i), step=i)
+                if i % 7 == 0:
+                    run.set_tag("i", str(i))
+        finally:
+            stop.set()
+            poller.join()
+        tk.flush()
+        for n, run in enumerate(runs):
+            total = sum(
+                len(tk.get_metric_history(run.run_id, f"k{k}", max_results=10_000))
+                for k in range(50)
+            )
+            assert total == 2000, n

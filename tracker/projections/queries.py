@@ -31,7 +31,7 @@ def encode_token(data: Any) -> str:
 def decode_token(token: str) -> Any:
     try:
         return orjson.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, orjson.JSONDecodeError):
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
         raise InvalidInputError(
             f"Invalid page token {token[:40]!r}: pass back a token we returned"
         ) from None
@@ -240,7 +240,12 @@ class Queries:
         after: tuple[int, int, int, float] | None = None
         if page_token:
             t = decode_token(page_token)
-            after = (int(t["step"]), int(t["ts"]), int(t["nan"]), float(t["v"]))
+            try:
+                after = (int(t["step"]), int(t["ts"]), int(t["nan"]), float(t["v"]))
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInputError(
+                    "Invalid page token: pass back a token we returned"
+                ) from None
         min_step = after[0] if after else -(1 << 63)
         rows = await s.fetchall(
             self.d.sql(
@@ -249,38 +254,25 @@ class Queries:
             ),
             (run_id, key, min_step),
         )
-        found: list[tuple[tuple[int, int, int, float], int, int, float]] = []
+        found: dict[tuple[int, int, int, float], tuple[int, int, float]] = {}  # deduplicated
         more = False
         for chunk_min, n, data in rows:
             if len(found) >= max_results:
-                found.sort(key=lambda p: p[0])
-                if chunk_min > found[max_results - 1][0][0]:
+                kth = sorted(found)[max_results - 1]
+                if chunk_min > kth[0]:
                     more = True  # no later chunk can hold a point that sorts into this page
                     break
-            series = unpack_series(key, bytes(data), int(n))
-            for point in series.points():
+            for point in unpack_series(key, bytes(data), int(n)).points():
                 rank = point_rank(point)
                 if after is None or rank > after:
-                    found.append((rank, point[0], point[1], point[2]))
-        found.sort(key=lambda p: p[0])
-        page: list[Metric] = []
-        prev: tuple[int, int, int, float] | None = None
-        last_rank = None
-        for rank, step, ts, value in found:
-            if rank == prev:
-                continue  # an exact duplicate point
-            prev = rank
-            if len(page) == max_results:
-                break
-            page.append(Metric(key, value, ts, step))
-            last_rank = rank
+                    found[rank] = point
+        ranks = sorted(found)
+        page = [Metric(key, v, ts, step) for step, ts, v in (found[r] for r in ranks[:max_results])]
         token = None
-        if (
-            len(page) == max_results
-            and last_rank is not None
-            and (more or found[-1][0] > last_rank)
-        ):
+        if page and (more or len(ranks) > max_results):
+            last = ranks[len(page) - 1]
+            # The value as text: JSON has no NaN or Infinity, and float() reads repr() back.
             token = encode_token(
-                {"step": last_rank[0], "ts": last_rank[1], "nan": last_rank[2], "v": last_rank[3]}
+                {"step": last[0], "ts": last[1], "nan": last[2], "v": repr(last[3])}
             )
         return Page(page, token)

@@ -10,6 +10,8 @@ from tracker.events import (
     DELETED,
     DatasetInputsLogged,
     DomainEvent,
+    ExperimentDeleted,
+    ExperimentRestored,
     MetricsLogged,
     ParamsLogged,
     RunCreated,
@@ -82,8 +84,10 @@ class RunState:
             self._set_tag(RUN_NAME_TAG, e.run_name)
         elif isinstance(e, RunDeleted):
             self.lifecycle_stage = DELETED
-        elif isinstance(e, RunRestored):
+        elif isinstance(e, (RunRestored, ExperimentRestored)):
             self.lifecycle_stage = ACTIVE
+        elif isinstance(e, ExperimentDeleted):
+            self.lifecycle_stage = DELETED
         elif isinstance(e, DatasetInputsLogged):
             for d in e.datasets:
                 self.inputs[(d.name, d.digest)] = DatasetInputInfo(

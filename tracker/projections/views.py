@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import orjson
@@ -104,6 +105,21 @@ class Projector:
             ("run_id", "metric_key", "metric_value", "is_nan", "ts", "step"),
         )  # fmt: skip
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[SqlSession]:
+        """A store transaction holding the projection lock. If it does not commit (or we cannot
+        tell), forget what was assumed inside it: the position and the cached latest metrics
+        go back to what the database surely holds, and the next transaction re-reads them."""
+        before = self.position
+        try:
+            async with self.store.transaction() as s:
+                await self.store.lock_projection(s)
+                yield s
+        except BaseException:
+            self.position = before
+            self._latest.clear()
+            raise
+
     async def _stored_position(self, s: SqlSession) -> int:
         rows = await s.fetchall(
             self.d.sql("SELECT position FROM projection_state WHERE name = ?"), (PROJECTION,)
@@ -115,8 +131,7 @@ class Projector:
         log when they do not (another process appended or projected in between)."""
         if not events:
             return self.position
-        async with self._lock, self.store.transaction() as s:
-            await self.store.lock_projection(s)
+        async with self._lock, self._transaction() as s:
             pos = await self._stored_position(s)
             if pos != self.position:
                 self._latest.clear()  # someone else projected: our cache may be stale
@@ -133,8 +148,7 @@ class Projector:
         """Apply every event after the views' position, page by page; returns the position."""
         async with self._lock:
             while True:
-                async with self.store.transaction() as s:
-                    await self.store.lock_projection(s)
+                async with self._transaction() as s:
                     pos = await self._stored_position(s)
                     if pos != self.position:
                         self._latest.clear()
@@ -148,8 +162,7 @@ class Projector:
 
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Drop the views, recreate them empty and project the whole log again."""
-        async with self._lock, self.store.transaction() as s:
-            await self.store.lock_projection(s)
+        async with self._lock, self._transaction() as s:
             for t in reversed(VIEWS):
                 await s.execute(f"DROP TABLE IF EXISTS {t.name}")
             for stmt in self.store.ddl(VIEWS):
