@@ -15,6 +15,10 @@ __all__ = ["DEFAULT_DIR", "ENV_URI", "LOG_FILE", "EventStore", "resolve_uri", "s
 ENV_URI: Final = "TRACKER_TRACKING_URI"
 DEFAULT_DIR: Final = "mlruns"
 LOG_FILE: Final = "tracker.db"
+# Synchronous PostgreSQL drivers in MLflow URIs are served by the native asyncpg store.
+_NATIVE_POSTGRES: Final = frozenset(
+    {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg2", "postgresql+pg8000"}
+)
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -25,7 +29,9 @@ def resolve_uri(uri: str | None) -> str:
 
 
 def _missing_driver(extra: str, exc: ImportError) -> InvalidInputError:
-    return InvalidInputError(f"{exc.name or 'a driver'} is not installed: pip install 'tracker[{extra}]'")
+    return InvalidInputError(
+        f"{exc.name or 'a driver'} is not installed: pip install 'tracker[{extra}]'"
+    )
 
 
 def store_from_uri(uri: str | None = None) -> EventStore:
@@ -34,7 +40,13 @@ def store_from_uri(uri: str | None = None) -> EventStore:
     - no URI, a plain path, or `file:/dir`: a directory holding the SQLite log (`tracker.db`)
       and, by default, local artifacts (the embedded default is `./mlruns/`);
     - `sqlite:///relative.db`, `sqlite:////absolute.db` (`?synchronous=normal` to trade
-      power-loss durability for speed).
+      power-loss durability for speed);
+    - `postgresql://user:password@host:port/database` (also `postgres://`,
+      `postgresql+asyncpg://` and MLflow's `postgresql+psycopg2://`): the native asyncpg
+      store (`pip install 'tracker[postgres]'`); `?search_path=schema` picks a schema;
+    - `mysql://`, `mariadb://`, `mysql+aiomysql://`, `mysql+asyncmy://` (and MLflow's
+      `mysql+pymysql://`), `postgresql+psycopg://`, `sqlite+aiosqlite:///path.db`: through
+      SQLAlchemy's asyncio engine (`pip install 'tracker[mysql]'`).
     """
     uri = resolve_uri(uri)
     parsed = urlparse(uri)
@@ -62,6 +74,20 @@ def store_from_uri(uri: str | None = None) -> EventStore:
             )
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
         return SQLiteEventStore(Path(path), synchronous=options.get("synchronous", "full").lower())
+    if scheme in _NATIVE_POSTGRES:
+        from tracker.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore("postgresql" + uri[len(scheme) :])
+    if scheme.split("+")[0] in ("postgresql", "mysql", "mariadb", "sqlite"):
+        from tracker.stores.sqlalchemy import SqlAlchemyEventStore
+
+        return SqlAlchemyEventStore(uri)
+    if scheme.split("+")[0] == "mssql":
+        # TODO(#3): the shared SQL uses LIMIT and ON CONFLICT, which SQL Server lacks.
+        raise InvalidInputError(
+            "SQL Server is not supported yet: use PostgreSQL, MySQL/MariaDB or SQLite"
+        )
     raise InvalidInputError(
-        f"unsupported tracking URI {uri!r}: use a directory, file:/dir or sqlite:///path.db"
+        f"unsupported tracking URI {uri!r}: use a directory, file:/dir, sqlite:///path.db, "
+        "postgresql://user@host/db or mysql://user@host/db"
     )
