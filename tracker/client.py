@@ -69,6 +69,7 @@ from tracker.validation import (
     INT64_MIN,
     MAX_EXPERIMENT_TAG_VALUE_LENGTH,
     validate_batch_limits,
+    validate_experiment_id,
     validate_experiment_name,
     validate_int64,
     validate_key,
@@ -540,9 +541,10 @@ class Tracker:
         raise ConcurrencyError("could not allocate an experiment id after 20 attempts")
 
     async def get_experiment(self, experiment_id: str) -> Experiment:
+        experiment_id = validate_experiment_id(str(experiment_id))
         await self._sync()
         async with self.store.snapshot() as s:
-            found = await self.queries.get_experiment(s, str(experiment_id))
+            found = await self.queries.get_experiment(s, experiment_id)
         if found is None:
             raise NotFoundError(f"No Experiment with id={experiment_id} exists")
         return found

@@ -28,12 +28,6 @@ def resolve_uri(uri: str | None) -> str:
     return os.environ.get(ENV_URI) or DEFAULT_DIR
 
 
-def _missing_driver(extra: str, exc: ImportError) -> InvalidInputError:
-    return InvalidInputError(
-        f"{exc.name or 'a driver'} is not installed: pip install 'tracker[{extra}]'"
-    )
-
-
 def store_from_uri(uri: str | None = None) -> EventStore:
     """An unopened store for a tracking URI. Drivers are imported only when their scheme is used.
 
