@@ -18,6 +18,8 @@ from tracker.serialization import deserialize, serialize
 from tracker.stores.schema import EVENTS, META, VIEWS, Table, Types, create_table_sql
 
 Row = tuple[Any, ...]
+Encoded = dict[bytes, tuple[str, int, bytes]]
+"""Event id -> (type name, schema version, payload), as serialize() makes them."""
 
 SCHEMA_VERSION: Final = 1
 DOUBLE_MAX: Final = 1.7976931348623157e308
@@ -216,6 +218,11 @@ class EventStore(ABC):
         for e in events:
             unique.setdefault(e.event_id, e)
         encoded = {eid: serialize(e.event) for eid, e in unique.items()}
+        return await self._append(unique, encoded)
+
+    async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
+        """Store a batch already deduplicated by id and encoded, as `append` promises. This
+        default looks the ids up first; a backend may insert optimistically instead."""
         sql = self.dialect.sql(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )

@@ -18,8 +18,7 @@ from tracker.errors import (
     TrackerError,
 )
 from tracker.events import NewEvent, RecordedEvent
-from tracker.serialization import serialize
-from tracker.stores.base import Dialect, EventStore, Row
+from tracker.stores.base import Dialect, Encoded, EventStore, Row
 from tracker.stores.schema import POSTGRES_TYPES, Table, create_table_sql
 
 if TYPE_CHECKING:
@@ -331,24 +330,18 @@ class PostgresEventStore(EventStore):
 
     # -- the log -------------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+    async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
         # Optimistic: the batch is inserted whole, and only if a unique index objects (an id
         # already in the log after a retry, or a taken sequence number) is it sent again without
         # the known ids. Looking ids up first costs a query per append, which PostgreSQL may
         # plan as a scan of the whole log.
-        if not events:
-            return []
-        unique: dict[bytes, NewEvent] = {}
-        for e in events:
-            unique.setdefault(e.event_id, e)
-        encoded = {eid: serialize(e.event) for eid, e in unique.items()}
         try:
             return await self._insert(unique, encoded, skip_known=False)
         except IdsInLog:
             return await self._insert(unique, encoded, skip_known=True)
 
     async def _insert(
-        self, unique: dict[bytes, NewEvent], encoded: dict[bytes, tuple[str, int, bytes]],
+        self, unique: dict[bytes, NewEvent], encoded: Encoded,
         *, skip_known: bool,
     ) -> list[RecordedEvent]:  # fmt: skip
         """One append transaction: lock, head and xid, one INSERT of arrays. If the connection

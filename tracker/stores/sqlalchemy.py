@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tracker.errors import InvalidInputError, StoreError, StoreUnavailableError, TrackerError
 from tracker.events import NewEvent, RecordedEvent
-from tracker.serialization import serialize
-from tracker.stores.base import Dialect, EventStore, Row
+from tracker.stores.base import Dialect, Encoded, EventStore, Row
 from tracker.stores.postgres import (
     FORBID_EVENT_CHANGES_SQL,
     LOCK_LOG_SQL,
@@ -346,23 +345,17 @@ class SqlAlchemyEventStore(EventStore):
 
     # -- the log -------------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+    async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
         # Optimistic, as PostgresEventStore.append: the batch is inserted whole and only sent
         # again without the known ids if a unique index objects. If the connection is lost
         # mid-append, the log itself says whether the batch committed.
-        if not events:
-            return []
-        unique: dict[bytes, NewEvent] = {}
-        for e in events:
-            unique.setdefault(e.event_id, e)
-        encoded = {eid: serialize(e.event) for eid, e in unique.items()}
         try:
             return await self._insert(unique, encoded, skip_known=False)
         except IdsInLog:
             return await self._insert(unique, encoded, skip_known=True)
 
     async def _insert(
-        self, unique: dict[bytes, NewEvent], encoded: dict[bytes, tuple[str, int, bytes]],
+        self, unique: dict[bytes, NewEvent], encoded: Encoded,
         *, skip_known: bool,
     ) -> list[RecordedEvent]:  # fmt: skip
         out: list[RecordedEvent] = []
