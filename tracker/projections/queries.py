@@ -13,11 +13,12 @@ from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, RunData
 from tracker.errors import InvalidInputError
 from tracker.events import ACTIVE, DELETED, point_rank
 from tracker.serialization import unpack_series
-from tracker.stores.base import Dialect, SqlSession
+from tracker.stores.base import Dialect, Row, SqlSession
 
 VIEW_TYPES: Final = {"ACTIVE_ONLY": (ACTIVE,), "DELETED_ONLY": (DELETED,), "ALL": (ACTIVE, DELETED)}
 MAX_SEARCH_RESULTS: Final = 50_000
 DEFAULT_HISTORY_PAGE: Final = 25_000
+_IN_CHUNK: Final = 500
 _RUN_COLUMNS: Final = "run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri"
 _EXP_COLUMNS: Final = (
     "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
@@ -63,16 +64,8 @@ class Queries:
         self, s: SqlSession, ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {i: {} for i in ids}
-        if not ids:
-            return out
-        marks = ", ".join("?" * len(ids))
-        rows = await s.fetchall(
-            self.d.sql(
-                f"SELECT experiment_id, tag_key, tag_value FROM experiment_tags WHERE experiment_id IN ({marks})"
-            ),
-            list(ids),
-        )
-        for eid, k, v in rows:
+        select = "SELECT experiment_id, tag_key, tag_value FROM experiment_tags WHERE experiment_id IN ({marks})"
+        for eid, k, v in await self._in(s, select, ids):
             out[eid][k] = v
         return out
 
@@ -122,42 +115,43 @@ class Queries:
         rows = await s.fetchall("SELECT experiment_id FROM experiments")
         return 1 + max((int(r[0]) for r in rows if str(r[0]).isdigit()), default=0)
 
+    async def _in(self, s: SqlSession, select: str, ids: Sequence[str]) -> list[Row]:
+        """`select` (ending in `IN ({marks})`) over `ids`, in chunks that stay below every
+        driver's bound-parameter limit (SQLite and asyncpg stop near 32k)."""
+        out: list[Row] = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            out += await s.fetchall(
+                self.d.sql(select.format(marks=", ".join("?" * len(chunk)))), chunk
+            )
+        return out
+
     async def _runs(self, s: SqlSession, rows: Sequence[Sequence[Any]]) -> list[RunView]:
         if not rows:
             return []
         ids = [r[0] for r in rows]
-        marks = ", ".join("?" * len(ids))
         params: dict[str, dict[str, str]] = {i: {} for i in ids}
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
         inputs: dict[str, list[DatasetInputInfo]] = {i: [] for i in ids}
-        for rid, k, v in await s.fetchall(
-            self.d.sql(
-                f"SELECT run_id, param_key, param_value FROM run_params WHERE run_id IN ({marks})"
-            ),
-            ids,
+        where = "WHERE run_id IN ({marks})"
+        for rid, k, v in await self._in(
+            s, f"SELECT run_id, param_key, param_value FROM run_params {where}", ids
         ):
             params[rid][k] = v
-        for rid, k, v in await s.fetchall(
-            self.d.sql(
-                f"SELECT run_id, tag_key, tag_value FROM run_tags WHERE run_id IN ({marks})"
-            ),
-            ids,
+        for rid, k, v in await self._in(
+            s, f"SELECT run_id, tag_key, tag_value FROM run_tags {where}", ids
         ):
             tags[rid][k] = v
-        for rid, k, v, nan in await s.fetchall(
-            self.d.sql(
-                f"SELECT run_id, metric_key, metric_value, is_nan FROM latest_metrics WHERE run_id IN ({marks})"
-            ),
-            ids,
+        for rid, k, v, nan in await self._in(
+            s, f"SELECT run_id, metric_key, metric_value, is_nan FROM latest_metrics {where}", ids
         ):
             metrics[rid][k] = math.nan if nan else self.d.decode_float(float(v))
-        for rid, name, digest, data in await s.fetchall(
-            self.d.sql(
-                f"SELECT run_id, dataset_name, dataset_digest, data FROM run_inputs WHERE run_id IN ({marks}) "
-                "ORDER BY dataset_name, dataset_digest"
+        for rid, name, digest, data in sorted(
+            await self._in(
+                s, f"SELECT run_id, dataset_name, dataset_digest, data FROM run_inputs {where}", ids
             ),
-            ids,
+            key=lambda r: (r[1], r[2]),
         ):
             d = orjson.loads(data)
             inputs[rid].append(
