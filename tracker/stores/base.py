@@ -6,7 +6,7 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -101,6 +101,46 @@ def _convert(statement: str, style: str) -> str:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+INSERT_EVENTS: Final = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def numbered(
+    fresh: Sequence[NewEvent], encoded: Encoded, head: int
+) -> tuple[list[Row], list[RecordedEvent]]:
+    """Rows for INSERT_EVENTS giving `fresh` the positions after `head`, and the events as
+    they are then recorded."""
+    rows: list[Row] = []
+    out: list[RecordedEvent] = []
+    for position, e in enumerate(fresh, start=head + 1):
+        type_name, version, payload = encoded[e.event_id]
+        rows.append(
+            (
+                position,
+                e.event_id,
+                e.stream_id,
+                e.sequence,
+                type_name,
+                version,
+                e.recorded_at,
+                payload,
+            )
+        )
+        out.append(
+            RecordedEvent(
+                position, e.event_id, e.stream_id, e.sequence, e.recorded_at, version, e.event
+            )
+        )
+    return rows, out
+
+
+def sequence_taken(events: Iterable[NewEvent]) -> ConcurrencyError:
+    streams = ", ".join(sorted({e.stream_id for e in events}))
+    return ConcurrencyError(
+        "another writer appended to the same stream at the same sequence number "
+        f"({streams[:200]}); re-read the stream head and retry"
+    )
 
 
 class EventStore(ABC):
@@ -223,60 +263,33 @@ class EventStore(ABC):
     async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
         """Store a batch already deduplicated by id and encoded, as `append` promises. This
         default looks the ids up first; a backend may insert optimistically instead."""
-        sql = self.dialect.sql(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
         try:
             async with self.transaction() as s:
                 await self._lock_log(s)
-                ids = list(unique)
-                seen: set[bytes] = set()
-                for i in range(0, len(ids), _IN_CHUNK):
-                    chunk = ids[i : i + _IN_CHUNK]
-                    marks = ", ".join("?" * len(chunk))
-                    rows = await s.fetchall(
-                        self.dialect.sql(
-                            f"SELECT event_id FROM events WHERE event_id IN ({marks})"
-                        ),
-                        chunk,
-                    )
-                    seen.update(bytes(r[0]) for r in rows)
-                fresh = [e for eid, e in unique.items() if eid not in seen]
+                known = await self._known_ids(s, list(unique))
+                fresh = [e for eid, e in unique.items() if eid not in known]
                 if not fresh:
                     return []
                 head_rows = await s.fetchall("SELECT MAX(position) FROM events")
-                head = int(head_rows[0][0] or 0)
-                out: list[RecordedEvent] = []
-                params = []
-                for i, e in enumerate(fresh, start=head + 1):
-                    type_name, version, payload = encoded[e.event_id]
-                    params.append(
-                        (
-                            i,
-                            e.event_id,
-                            e.stream_id,
-                            e.sequence,
-                            type_name,
-                            version,
-                            e.recorded_at,
-                            payload,
-                        )
-                    )
-                    out.append(
-                        RecordedEvent(
-                            i, e.event_id, e.stream_id, e.sequence, e.recorded_at, version, e.event
-                        )
-                    )
-                await s.executemany(sql, params)
+                rows, out = numbered(fresh, encoded, int(head_rows[0][0] or 0))
+                await s.executemany(self.dialect.sql(INSERT_EVENTS), rows)
         except Exception as exc:
             if self._is_unique_violation(exc):
-                raise ConcurrencyError(
-                    "another writer appended to the same stream at the same sequence number "
-                    f"({', '.join(sorted({e.stream_id for e in unique.values()}))[:200]}); "
-                    "re-read the stream head and retry"
-                ) from exc
+                raise sequence_taken(unique.values()) from exc
             raise
         return out
+
+    async def _known_ids(self, session: SqlSession, ids: Sequence[bytes]) -> set[bytes]:
+        """Which of `ids` are in the log already."""
+        known: set[bytes] = set()
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = await session.fetchall(
+                self.dialect.sql(f"SELECT event_id FROM events WHERE event_id IN ({marks})"), chunk
+            )
+            known.update(bytes(r[0]) for r in rows)
+        return known
 
     def _decode(self, row: Row) -> RecordedEvent:
         position, event_id, stream_id, seq, type_name, version, recorded_at, payload = row

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from tracker.errors import (
-    ConcurrencyError,
     InvalidInputError,
     StoreError,
     StoreUnavailableError,
     TrackerError,
 )
 from tracker.events import NewEvent, RecordedEvent
-from tracker.stores.base import Dialect, Encoded, EventStore, Row
+from tracker.stores.base import Dialect, Encoded, EventStore, Row, numbered, sequence_taken
 from tracker.stores.schema import POSTGRES_TYPES, Table, create_table_sql
 
 if TYPE_CHECKING:
@@ -77,14 +76,6 @@ _KNOWN_IDS: Final = "SELECT event_id FROM events WHERE event_id = ANY($1::bytea[
 class IdsInLog(Exception):
     """A batch hit a unique index: some of its ids may be in the log already (a retry). Sent
     again without them it either goes in or, if a sequence number is taken, is refused."""
-
-
-def sequence_taken(events: Iterable[NewEvent]) -> ConcurrencyError:
-    streams = ", ".join(sorted({e.stream_id for e in events}))[:200]
-    return ConcurrencyError(
-        "another writer appended to the same stream at the same sequence number "
-        f"({streams}); re-read the stream head and retry"
-    )
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -360,21 +351,8 @@ class PostgresEventStore(EventStore):
                     fresh = [e for e in fresh if e.event_id not in known]
                     if not fresh:
                         return []
-                cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-                for position, e in enumerate(fresh, start=int(head) + 1):
-                    type_name, version, payload = encoded[e.event_id]
-                    for col, value in zip(
-                        cols,
-                        (position, e.event_id, e.stream_id, e.sequence, type_name, version,
-                         e.recorded_at, payload),
-                        strict=True,
-                    ):  # fmt: skip
-                        col.append(value)
-                    out.append(
-                        RecordedEvent(position, e.event_id, e.stream_id, e.sequence, e.recorded_at,
-                                      version, e.event)
-                    )  # fmt: skip
-                await s.execute(_INSERT_EVENTS, cols)
+                rows, out = numbered(fresh, encoded, int(head))
+                await s.execute(_INSERT_EVENTS, [list(col) for col in zip(*rows, strict=True)])
         except StoreUnavailableError:
             if xid is None or not await self._committed(int(xid)):
                 raise

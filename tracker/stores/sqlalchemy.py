@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tracker.errors import InvalidInputError, StoreError, StoreUnavailableError, TrackerError
 from tracker.events import NewEvent, RecordedEvent
-from tracker.stores.base import Dialect, Encoded, EventStore, Row
+from tracker.stores.base import (
+    INSERT_EVENTS,
+    Dialect,
+    Encoded,
+    EventStore,
+    Row,
+    numbered,
+    sequence_taken,
+)
 from tracker.stores.postgres import (
     FORBID_EVENT_CHANGES_SQL,
     LOCK_LOG_SQL,
@@ -26,7 +34,6 @@ from tracker.stores.postgres import (
     is_unavailable_sqlstate,
     mask_password,
     postgres_ddl,
-    sequence_taken,
     sqlstate,
 )
 from tracker.stores.schema import MYSQL_TYPES, POSTGRES_TYPES, SQLITE_TYPES, Table, create_table_sql
@@ -59,11 +66,6 @@ _MYSQL_UNAVAILABLE: Final = frozenset(
 _MYSQL_DUPLICATE: Final = frozenset({1062, 1586})
 _STALE_RETRIES: Final = 3
 _IN_DOUBT_TIMEOUT: Final = 30.0
-_IN_CHUNK: Final = 500
-_INSERT_EVENTS: Final = (
-    "INSERT INTO events (position, event_id, stream_id, seq, event_type, schema_version, "
-    "recorded_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,37 +361,18 @@ class SqlAlchemyEventStore(EventStore):
         *, skip_known: bool,
     ) -> list[RecordedEvent]:  # fmt: skip
         out: list[RecordedEvent] = []
-        sql = self.dialect.sql
         try:
             async with self.transaction() as s:
                 await self._lock_log(s)
                 fresh = list(unique.values())
                 if skip_known:
-                    ids = list(unique)
-                    known: set[bytes] = set()
-                    for i in range(0, len(ids), _IN_CHUNK):
-                        chunk = ids[i : i + _IN_CHUNK]
-                        marks = ", ".join("?" * len(chunk))
-                        rows = await s.fetchall(
-                            sql(f"SELECT event_id FROM events WHERE event_id IN ({marks})"), chunk
-                        )
-                        known.update(bytes(r[0]) for r in rows)
+                    known = await self._known_ids(s, list(unique))
                     fresh = [e for e in fresh if e.event_id not in known]
                     if not fresh:
                         return []
                 head = int((await s.fetchall("SELECT MAX(position) FROM events"))[0][0] or 0)
-                params = []
-                for position, e in enumerate(fresh, start=head + 1):
-                    type_name, version, payload = encoded[e.event_id]
-                    params.append(
-                        (position, e.event_id, e.stream_id, e.sequence, type_name, version,
-                         e.recorded_at, payload)
-                    )  # fmt: skip
-                    out.append(
-                        RecordedEvent(position, e.event_id, e.stream_id, e.sequence, e.recorded_at,
-                                      version, e.event)
-                    )  # fmt: skip
-                await s.executemany(sql(_INSERT_EVENTS), params)
+                rows, out = numbered(fresh, encoded, head)
+                await s.executemany(self.dialect.sql(INSERT_EVENTS), rows)
         except StoreUnavailableError:
             if not out or not await self._committed(out[0]):
                 raise
