@@ -62,7 +62,6 @@ def postgres_ddl(tables: Sequence[Table]) -> list[str]:
 UNAVAILABLE_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 _DEFAULT_PORT: Final = 5432
-_STALE_RETRIES: Final = 3
 _IN_DOUBT_TIMEOUT: Final = 30.0
 _INSERT_EVENTS: Final = (
     "INSERT INTO events (position, event_id, stream_id, seq, event_type, schema_version, "
@@ -242,7 +241,10 @@ class PostgresEventStore(EventStore):
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open: call `await store.open()` first")
-        for attempt in range(_STALE_RETRIES):
+        # Every pooled connection may be dead after a server restart, and the pool only
+        # learns it when one is used: try one more time than the pool can hold.
+        attempts = self._max_size + 1
+        for attempt in range(attempts):
             try:
                 conn = await pool.acquire()
             except Exception as exc:
@@ -253,7 +255,7 @@ class PostgresEventStore(EventStore):
             except BaseException as exc:
                 translated = self._translate(exc, conn)
                 await self._release(pool, conn)
-                if attempt + 1 < _STALE_RETRIES and isinstance(translated, StoreUnavailableError):
+                if attempt + 1 < attempts and isinstance(translated, StoreUnavailableError):
                     continue
                 if translated is exc:
                     raise

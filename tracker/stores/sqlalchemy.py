@@ -64,7 +64,7 @@ _MYSQL_UNAVAILABLE: Final = frozenset(
     {1040, 1053, 1205, 1213, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2045, 2055, 4031}
 )
 _MYSQL_DUPLICATE: Final = frozenset({1062, 1586})
-_STALE_RETRIES: Final = 3
+_MAX_OVERFLOW: Final = 10
 _IN_DOUBT_TIMEOUT: Final = 30.0
 
 
@@ -244,7 +244,7 @@ class SqlAlchemyEventStore(EventStore):
             if self._driver == "aiomysql":
                 _mend_aiomysql()
         engine = create_async_engine(
-            self._url, isolation_level="AUTOCOMMIT", pool_size=self._pool_size, max_overflow=10,
+            self._url, isolation_level="AUTOCOMMIT", pool_size=self._pool_size, max_overflow=_MAX_OVERFLOW,
             pool_recycle=3600, pool_reset_on_return=None, connect_args=connect_args,
         )  # fmt: skip
         event.listen(engine.sync_engine, "connect", _ON_CONNECT[kind])
@@ -296,8 +296,10 @@ class SqlAlchemyEventStore(EventStore):
         engine = self._engine
         if engine is None:
             raise StoreError("the store is not open: call `await store.open()` first")
-        # A pooled connection the server dropped while idle fails on BEGIN: take another.
-        for attempt in range(_STALE_RETRIES):
+        # A pooled connection the server dropped while idle fails on BEGIN: take another, as
+        # many times as the pool can hold connections, since all of them may be dead.
+        attempts = self._pool_size + _MAX_OVERFLOW + 1
+        for attempt in range(attempts):
             try:
                 conn = await engine.connect()
             except Exception as exc:
@@ -308,7 +310,7 @@ class SqlAlchemyEventStore(EventStore):
                     await conn.exec_driver_sql(stmt)
             except BaseException as exc:
                 await _discard(conn)
-                if attempt + 1 < _STALE_RETRIES and self._unavailable(exc):
+                if attempt + 1 < attempts and self._unavailable(exc):
                     continue
                 translated = self._translate(exc)
                 if translated is exc:
