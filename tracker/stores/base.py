@@ -135,6 +135,10 @@ def numbered(
     return rows, out
 
 
+class IdsInLog(Exception):
+    """A batch hit a unique index: some of its ids may be in the log already (a retry)."""
+
+
 def sequence_taken(events: Iterable[NewEvent]) -> ConcurrencyError:
     streams = ", ".join(sorted({e.stream_id for e in events}))
     return ConcurrencyError(
@@ -278,6 +282,30 @@ class EventStore(ABC):
                 raise sequence_taken(unique.values()) from exc
             raise
         return out
+
+    async def _insert(
+        self, unique: dict[bytes, NewEvent], encoded: Encoded, *, skip_known: bool
+    ) -> list[RecordedEvent]:
+        """For _append_optimistically: one append transaction inserting the batch, less the
+        ids already in the log when `skip_known`; a unique violation raises
+        `_insert_refused(...)`."""
+        raise NotImplementedError
+
+    async def _append_optimistically(
+        self, unique: dict[bytes, NewEvent], encoded: Encoded
+    ) -> list[RecordedEvent]:
+        """An `_append` for backends where looking ids up first is costly: insert the batch
+        whole, and only if a unique index objects (an id already in the log after a retry, or a
+        taken sequence number) send it again without the known ids."""
+        try:
+            return await self._insert(unique, encoded, skip_known=False)
+        except IdsInLog:
+            return await self._insert(unique, encoded, skip_known=True)
+
+    def _insert_refused(self, unique: dict[bytes, NewEvent], *, skip_known: bool) -> Exception:
+        """What a unique violation in `_insert` means: on the first pass perhaps ids already in
+        the log (the second pass tells), on the second a taken sequence number."""
+        return sequence_taken(unique.values()) if skip_known else IdsInLog()
 
     async def _known_ids(self, session: SqlSession, ids: Sequence[bytes]) -> set[bytes]:
         """Which of `ids` are in the log already."""

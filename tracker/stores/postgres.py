@@ -17,7 +17,7 @@ from tracker.errors import (
     TrackerError,
 )
 from tracker.events import NewEvent, RecordedEvent
-from tracker.stores.base import Dialect, Encoded, EventStore, Row, numbered, sequence_taken
+from tracker.stores.base import Dialect, Encoded, EventStore, Row, numbered
 from tracker.stores.schema import POSTGRES_TYPES, Table, create_table_sql
 
 if TYPE_CHECKING:
@@ -70,11 +70,6 @@ _INSERT_EVENTS: Final = (
 )
 _HEAD_AND_XID: Final = "SELECT coalesce(max(position), 0), txid_current() FROM events"
 _KNOWN_IDS: Final = "SELECT event_id FROM events WHERE event_id = ANY($1::bytea[])"
-
-
-class IdsInLog(Exception):
-    """A batch hit a unique index: some of its ids may be in the log already (a retry). Sent
-    again without them it either goes in or, if a sequence number is taken, is refused."""
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -324,14 +319,9 @@ class PostgresEventStore(EventStore):
     # -- the log -------------------------------------------------------------------------------
 
     async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
-        # Optimistic: the batch is inserted whole, and only if a unique index objects (an id
-        # already in the log after a retry, or a taken sequence number) is it sent again without
-        # the known ids. Looking ids up first costs a query per append, which PostgreSQL may
-        # plan as a scan of the whole log.
-        try:
-            return await self._insert(unique, encoded, skip_known=False)
-        except IdsInLog:
-            return await self._insert(unique, encoded, skip_known=True)
+        # Looking ids up first costs a query per append, which PostgreSQL may plan as a scan
+        # of the whole log.
+        return await self._append_optimistically(unique, encoded)
 
     async def _insert(
         self, unique: dict[bytes, NewEvent], encoded: Encoded,
@@ -361,9 +351,7 @@ class PostgresEventStore(EventStore):
         except StoreError as exc:
             if not self._is_unique_violation(exc):
                 raise
-            if not skip_known:
-                raise IdsInLog from exc  # or a taken sequence number: the second pass tells
-            raise sequence_taken(unique.values()) from exc
+            raise self._insert_refused(unique, skip_known=skip_known) from exc
         return out
 
     async def _committed(self, xid: int) -> bool:

@@ -21,7 +21,6 @@ from tracker.stores.base import (
     EventStore,
     Row,
     numbered,
-    sequence_taken,
 )
 from tracker.stores.postgres import (
     FORBID_EVENT_CHANGES_SQL,
@@ -30,7 +29,6 @@ from tracker.stores.postgres import (
     LOCK_SCHEMA_SQL,
     TABLE_EXISTS_SQL,
     UNIQUE_VIOLATION,
-    IdsInLog,
     is_unavailable_sqlstate,
     mask_password,
     postgres_ddl,
@@ -65,6 +63,9 @@ _MYSQL_UNAVAILABLE: Final = frozenset(
 )
 _MYSQL_DUPLICATE: Final = frozenset({1062, 1586})
 _MAX_OVERFLOW: Final = 10
+_POSTGRES_LOCKS: Final = {
+    "log": LOCK_LOG_SQL, "projection": LOCK_PROJECTION_SQL, "schema": LOCK_SCHEMA_SQL,
+}  # fmt: skip
 _IN_DOUBT_TIMEOUT: Final = 30.0
 
 
@@ -350,13 +351,9 @@ class SqlAlchemyEventStore(EventStore):
     # -- the log -------------------------------------------------------------------------------
 
     async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
-        # Optimistic, as PostgresEventStore.append: the batch is inserted whole and only sent
-        # again without the known ids if a unique index objects. If the connection is lost
-        # mid-append, the log itself says whether the batch committed.
-        try:
-            return await self._insert(unique, encoded, skip_known=False)
-        except IdsInLog:
-            return await self._insert(unique, encoded, skip_known=True)
+        # As PostgresEventStore. If the connection is lost mid-append, the log itself says
+        # whether the batch committed (see _committed).
+        return await self._append_optimistically(unique, encoded)
 
     async def _insert(
         self, unique: dict[bytes, NewEvent], encoded: Encoded,
@@ -381,9 +378,7 @@ class SqlAlchemyEventStore(EventStore):
         except StoreError as exc:
             if not self._is_unique_violation(exc):
                 raise
-            if not skip_known:
-                raise IdsInLog from exc  # or a taken sequence number: the second pass tells
-            raise sequence_taken(unique.values()) from exc
+            raise self._insert_refused(unique, skip_known=skip_known) from exc
         return out
 
     async def _committed(self, first: RecordedEvent) -> bool:
@@ -430,27 +425,22 @@ class SqlAlchemyEventStore(EventStore):
             return False
         return True
 
-    async def _lock_log(self, session: Any) -> None:
+    async def _lock(self, session: Any, name: str) -> None:
         kind = self._flavour.kind
         if kind == "postgresql":
-            await session.execute(LOCK_LOG_SQL)
+            await session.execute(_POSTGRES_LOCKS[name])
         elif kind == "mysql":
-            await self._named_lock(session, "log")
+            await self._named_lock(session, name)
         # SQLite: BEGIN IMMEDIATE already holds the database's single write lock.
 
+    async def _lock_log(self, session: Any) -> None:
+        await self._lock(session, "log")
+
     async def lock_projection(self, session: Any) -> None:
-        kind = self._flavour.kind
-        if kind == "postgresql":
-            await session.execute(LOCK_PROJECTION_SQL)
-        elif kind == "mysql":
-            await self._named_lock(session, "projection")
+        await self._lock(session, "projection")
 
     async def _lock_schema(self, session: Any) -> None:
-        kind = self._flavour.kind
-        if kind == "postgresql":
-            await session.execute(LOCK_SCHEMA_SQL)
-        elif kind == "mysql":
-            await self._named_lock(session, "schema")
+        await self._lock(session, "schema")
 
     async def _table_exists(self, session: Any, table: str) -> bool:
         kind = self._flavour.kind
