@@ -736,6 +736,81 @@ class Tracker:
         await self.get_run(run_id)
         await self._append(RunDeleted(run_id, _now_ms()))
 
+    # -- MlflowClient-style writes by run id: each returns once its change is durable --------
+    # The server maps MLflow's REST calls onto these; a user with run ids, not handles, can too.
+
+    async def create_run(
+        self,
+        experiment_id: str = DEFAULT_EXPERIMENT_ID,
+        *,
+        run_name: str | None = None,
+        start_time: int | None = None,
+        tags: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+    ) -> RunView:
+        """MlflowClient.create_run: a RUNNING run in the experiment, returned as stored."""
+        run = await self.start_run(
+            experiment_id=experiment_id, name=run_name, tags=tags, start_time=start_time,
+            user=user_id,
+        )  # fmt: skip
+        self._runs.discard(run)  # not ended by aclose(): its owner ends it, as in MLflow
+        return await self.get_run(run.run_id)
+
+    async def _run_handle(self, run_id: str) -> Run:
+        view = await self._active_run(validate_run_id(run_id))
+        info = view.info
+        return self._run_class(
+            self, run_id, info.experiment_id, dict(view.data.params), info.artifact_uri
+        )
+
+    async def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """MlflowClient.log_batch: validated whole, then stored; returns once durable."""
+        run = await self._run_handle(run_id)
+        run.log_batch([(m.key, m.value, m.step, m.timestamp) for m in metrics], params, tags)
+        await self.flush()
+
+    async def log_metric(
+        self,
+        run_id: str,
+        key: str,
+        value: float,
+        timestamp: int | None = None,
+        step: int | None = None,
+    ) -> None:
+        run = await self._run_handle(run_id)
+        run.log_metric(key, value, step, timestamp)
+        await self.flush()
+
+    async def log_param(self, run_id: str, key: str, value: Any) -> None:
+        await self.log_batch(run_id, params={key: value})
+
+    async def set_tag(self, run_id: str, key: str, value: Any) -> None:
+        await self.log_batch(run_id, tags={key: value})
+
+    async def delete_tag(self, run_id: str, key: str) -> None:
+        """Raises NotFoundError when the run has no such tag, as MLflow does."""
+        view = await self._active_run(validate_run_id(run_id))
+        if key not in view.data.tags:
+            raise NotFoundError(f"No tag with name: {key} in run with id {run_id}")
+        await self._append(TagDeleted(run_id, key))
+
+    async def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput]) -> None:
+        run = await self._run_handle(run_id)
+        run.log_inputs(datasets)
+        await self.flush()
+
+    async def set_terminated(
+        self, run_id: str, status: str = "FINISHED", end_time: int | None = None
+    ) -> None:
+        """MlflowClient.set_terminated: a terminal status and an end time (default now)."""
+        await self.update_run(run_id, status=status, end_time=end_time or _now_ms())
+
     async def restore_run(self, run_id: str) -> None:
         await self.get_run(run_id)
         await self._append(RunRestored(run_id))
