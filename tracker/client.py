@@ -379,6 +379,9 @@ class Tracker:
     uri: None for $TRACKER_TRACKING_URI or the embedded default ./mlruns; see
     tracker.stores.store_from_uri. on_full: what log_* does when `max_queue` items wait
     (see tracker.writer). max_batch / max_batch_age: when the writer commits a batch.
+    default_artifact_root: where new experiments keep artifacts (default: the store's own,
+    ./mlruns for the embedded store). create=False: never create a store; opening one that does
+    not exist raises NotFoundError (what read-only tools want).
     """
 
     def __init__(
@@ -391,9 +394,13 @@ class Tracker:
         max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
         store: EventStore | None = None,
         artifact_options: Mapping[str, Any] | None = None,
+        default_artifact_root: str | None = None,
+        create: bool = True,
         _threaded: bool = False,
     ) -> None:
         self.uri = resolve_uri(uri)
+        self._create = create
+        self._default_artifact_root = default_artifact_root
         self.store = store if store is not None else store_from_uri(self.uri)
         path = getattr(self.store, "path", None)
         spill_dir = str(path.parent) if path is not None else None
@@ -416,13 +423,26 @@ class Tracker:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Open the store (creating it unless `create=False`), catch the views up and start
+        the writer. If anything fails, what was opened is closed again before the error
+        propagates, so a failed open never leaves a thread keeping the process alive."""
         if self._open:
             return
-        await self.store.open()
-        await self.projector.catch_up()
-        self._writer.start()
-        self._open = True
-        await self._ensure_default_experiment()
+        await self.store.open(create=self._create)
+        try:
+            await self.projector.catch_up()
+            self._writer.start()
+            self._open = True
+            await self._ensure_default_experiment()
+        except BaseException:
+            self._open = False
+            try:
+                await self._writer.stop()
+            except Exception:  # the open's error is the one to report
+                pass
+            finally:
+                await self.store.aclose()
+            raise
 
     async def aclose(self, end_status: str = "FINISHED") -> None:
         """End the runs this tracker started and did not end (with `end_status`), drain the
@@ -495,7 +515,11 @@ class Tracker:
     # -- experiments -----------------------------------------------------------------------
 
     def _artifact_root(self) -> str:
-        root = getattr(self.store, "default_artifact_root", None) or str(resolve_uri(None))
+        root = (
+            self._default_artifact_root
+            or getattr(self.store, "default_artifact_root", None)
+            or str(resolve_uri(None))
+        )
         return root if "://" in root else f"file://{root}"
 
     async def _ensure_default_experiment(self) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Protocol
 
-from tracker.errors import ConcurrencyError, SchemaVersionError
+from tracker.errors import ConcurrencyError, NotFoundError, SchemaVersionError, StoreError
 from tracker.events import NewEvent, RecordedEvent
 from tracker.serialization import deserialize, serialize
 from tracker.stores.schema import EVENTS, META, VIEWS, Table, Types, create_table_sql
@@ -169,8 +169,10 @@ class EventStore(ABC):
     # -- connection and schema -------------------------------------------------------------
 
     @abstractmethod
-    async def open(self) -> None:
-        """Connect, and create or upgrade the schema (serialised across processes)."""
+    async def open(self, create: bool = True) -> None:
+        """Connect, and create or upgrade the schema (serialised across processes). With
+        `create=False` nothing is created: a store that does not exist yet raises
+        NotFoundError. A failed open closes whatever it had opened."""
 
     @abstractmethod
     async def aclose(self) -> None:
@@ -214,15 +216,30 @@ class EventStore(ABC):
             out.extend(create_table_sql(t, self.dialect.types, if_not_exists=False))
         return out
 
-    async def upgrade(self) -> int:
+    async def upgrade(self, create: bool = True) -> int:
         """Bring the schema to SCHEMA_VERSION; safe when several processes start at once.
-        Returns the version found before upgrading (0 for a fresh database)."""
+        Returns the version found before upgrading (0 for a fresh database). With
+        `create=False`, a database without tracker's schema raises NotFoundError."""
         async with self.transaction() as s:
             await self._lock_schema(s)
             found = 0
             if await self._table_exists(s, META.name):
                 rows = await s.fetchall(f"SELECT MAX(version) FROM {META.name}")
                 found = int(rows[0][0] or 0)
+            elif await self._table_exists(s, "alembic_version") or await self._table_exists(
+                s, "experiments"
+            ):
+                raise StoreError(
+                    f"{self.uri} holds an MLflow tracking database (its tables are there), not "
+                    "a tracker store; tracker keeps its own event log and cannot share MLflow's "
+                    "tables: point tracker at an empty database or schema (importing MLflow "
+                    "stores is planned as `tracker import-mlflow`)"
+                )
+            elif not create:
+                raise NotFoundError(
+                    f"no tracker store at {self.uri}: the database has no tracker schema; "
+                    f"create it with `tracker db upgrade {self.uri}` or by logging a run"
+                )
             if found > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"the database schema is v{found}, newer than this tracker (v{SCHEMA_VERSION}); "

@@ -174,7 +174,7 @@ class PostgresEventStore(EventStore):
 
     # -- connections -------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, create: bool = True) -> None:
         if self._pool is not None:
             return
         try:
@@ -186,7 +186,7 @@ class PostgresEventStore(EventStore):
         except Exception as exc:
             raise self._open_error(exc) from exc
         try:
-            await self.upgrade()
+            await self.upgrade(create)
         except BaseException:
             await self.aclose()
             raise

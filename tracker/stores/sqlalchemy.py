@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from tracker.errors import InvalidInputError, StoreError, StoreUnavailableError, TrackerError
+from tracker.errors import (
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    TrackerError,
+)
 from tracker.events import NewEvent, RecordedEvent
 from tracker.stores.base import (
     INSERT_EVENTS,
@@ -228,7 +234,7 @@ class SqlAlchemyEventStore(EventStore):
 
     # -- connections -------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, create: bool = True) -> None:
         if self._engine is not None:
             return
         from sqlalchemy import event
@@ -239,6 +245,8 @@ class SqlAlchemyEventStore(EventStore):
         connect_args = dict(self._connect_args)
         database = make_url(self._url).database
         if kind == "sqlite" and database and database != ":memory:":
+            if not create and not await asyncio.to_thread(os.path.isfile, database):
+                raise NotFoundError(f"no tracker store at {database}: the file does not exist")
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         if kind == "mysql":
             connect_args.setdefault("charset", "utf8mb4")
@@ -258,7 +266,7 @@ class SqlAlchemyEventStore(EventStore):
                 database = str(rows[0][0] or "")
                 self._lock_prefix = "tracker." + hashlib.sha1(database.encode()).hexdigest()[:24]
                 self._collation = await self._mysql_collation()
-            await self.upgrade()
+            await self.upgrade(create)
         except BaseException:
             await self.aclose()
             raise

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from tracker.errors import StoreError, StoreUnavailableError
+from tracker.errors import NotFoundError, StoreError, StoreUnavailableError
 from tracker.stores.base import Dialect, EventStore, Row
 from tracker.stores.schema import SQLITE_TYPES
 
@@ -61,28 +61,42 @@ class SQLiteEventStore(EventStore):
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            "busy_timeout = 30000",
-            f"synchronous = {self.synchronous}",
-            "cache_size = -65536",
-        ):
-            await conn.execute_fetchall(f"PRAGMA {pragma}")
+    async def _connect(self, create: bool) -> aiosqlite.Connection:
+        # mode=rw never creates the file, so a read finds out that no store is there.
+        target = f"{self.path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
+        conn = await aiosqlite.connect(target, isolation_level=None, uri=True)
+        try:
+            for pragma in (
+                "busy_timeout = 30000",
+                f"synchronous = {self.synchronous}",
+                "cache_size = -65536",
+            ):
+                await conn.execute_fetchall(f"PRAGMA {pragma}")
+        except BaseException:
+            await conn.close()  # its thread would otherwise keep the process alive
+            raise
         return conn
 
-    async def open(self) -> None:
+    async def open(self, create: bool = True) -> None:
         if self._writer is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.is_file():
+            raise NotFoundError(
+                f"no tracker store at {self.path}: the file does not exist; check the path "
+                "(or log a run there first)"
+            )
         try:
-            self._writer = await self._connect()
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = await self._connect(create)
             await self._writer.execute_fetchall("PRAGMA journal_mode = WAL")
-            self._reader = await self._connect()
-        except sqlite3.Error as exc:
+            self._reader = await self._connect(create)
+            await self.upgrade(create)
+        except BaseException as exc:
             await self.aclose()
-            raise StoreUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
-        await self.upgrade()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise _open_error(self.path, exc) from exc
+            raise
 
     async def aclose(self) -> None:
         for conn in (self._writer, self._reader):
@@ -144,3 +158,12 @@ class SQLiteEventStore(EventStore):
         async with self.snapshot() as s:
             rows = await s.fetchall("PRAGMA integrity_check")
         return str(rows[0][0])
+
+
+def _open_error(path: Path, exc: BaseException) -> StoreError:
+    message = f"cannot open SQLite database {path}: {exc}"
+    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", corrupt pages
+        return StoreError(f"{message}; it is not a usable SQLite file (is it a tracker store?)")
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreUnavailableError(f"{message}; another process holds it, retry later")
+    return StoreError(message)
