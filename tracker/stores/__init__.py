@@ -8,9 +8,18 @@ from typing import Final
 from urllib.parse import parse_qs, unquote, urlparse
 
 from tracker.errors import InvalidInputError
-from tracker.stores.base import EventStore
+from tracker.stores.base import Database, EventLog, SqlEventStore
 
-__all__ = ["DEFAULT_DIR", "ENV_URI", "LOG_FILE", "EventStore", "resolve_uri", "store_from_uri"]
+__all__ = [
+    "DEFAULT_DIR",
+    "ENV_URI",
+    "LOG_FILE",
+    "Database",
+    "EventLog",
+    "SqlEventStore",
+    "resolve_uri",
+    "store_from_uri",
+]
 
 ENV_URI: Final = "TRACKER_TRACKING_URI"
 DEFAULT_DIR: Final = "mlruns"
@@ -28,7 +37,7 @@ def resolve_uri(uri: str | None) -> str:
     return os.environ.get(ENV_URI) or DEFAULT_DIR
 
 
-def store_from_uri(uri: str | None = None) -> EventStore:
+def store_from_uri(uri: str | None = None) -> SqlEventStore:
     """An unopened store for a tracking URI. Drivers are imported only when their scheme is used.
 
     - no URI, a plain path, or `file:/dir`: a directory holding the SQLite log (`tracker.db`)
@@ -39,8 +48,9 @@ def store_from_uri(uri: str | None = None) -> EventStore:
       `postgresql+asyncpg://` and MLflow's `postgresql+psycopg2://`): the native asyncpg
       store (`pip install 'tracker[postgres]'`); `?search_path=schema` picks a schema;
     - `mysql://`, `mariadb://`, `mysql+aiomysql://`, `mysql+asyncmy://` (and MLflow's
-      `mysql+pymysql://`), `postgresql+psycopg://`, `sqlite+aiosqlite:///path.db`: through
-      SQLAlchemy's asyncio engine (`pip install 'tracker[mysql]'`).
+      `mysql+pymysql://`), `postgresql+psycopg://`, `sqlite+aiosqlite:///path.db`,
+      `mssql+aioodbc://` (and MLflow's `mssql+pyodbc://`; no live SQL Server has been tested):
+      through SQLAlchemy's asyncio engine (`pip install 'tracker[mysql]'`).
     """
     uri = resolve_uri(uri)
     parsed = urlparse(uri)
@@ -72,15 +82,10 @@ def store_from_uri(uri: str | None = None) -> EventStore:
         from tracker.stores.postgres import PostgresEventStore
 
         return PostgresEventStore("postgresql" + uri[len(scheme) :])
-    if scheme.split("+")[0] in ("postgresql", "mysql", "mariadb", "sqlite"):
+    if scheme.split("+")[0] in ("postgresql", "mysql", "mariadb", "sqlite", "mssql"):
         from tracker.stores.sqlalchemy import SqlAlchemyEventStore
 
         return SqlAlchemyEventStore(uri)
-    if scheme.split("+")[0] == "mssql":
-        # TODO(#3): the shared SQL uses LIMIT and ON CONFLICT, which SQL Server lacks.
-        raise InvalidInputError(
-            "SQL Server is not supported yet: use PostgreSQL, MySQL/MariaDB or SQLite"
-        )
     raise InvalidInputError(
         f"unsupported tracking URI {uri!r}: use a directory, file:/dir, sqlite:///path.db, "
         "postgresql://user@host/db or mysql://user@host/db"

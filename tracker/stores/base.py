@@ -1,59 +1,252 @@
-"""The EventStore contract: an append-only event log plus the SQL views projected from it."""
+"""Two roles: the event log (append, read, follow) and the SQL database the views live in."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Protocol
 
-from tracker.errors import ConcurrencyError, NotFoundError, SchemaVersionError, StoreError
-from tracker.events import NewEvent, RecordedEvent
+import sqlalchemy as sa
+
+from tracker.errors import (
+    ConcurrencyError,
+    InvalidInputError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreError,
+)
+from tracker.events import NewEvent, RecordedEvent, UnreadableEvent
 from tracker.serialization import deserialize, serialize
-from tracker.stores.schema import EVENTS, META, VIEWS, Table, Types, create_table_sql
+from tracker.stores import schema
+from tracker.stores.sql import Params, Statement, chunks, in_list, in_params
 
 Row = tuple[Any, ...]
 Encoded = dict[bytes, tuple[str, int, bytes]]
 """Event id -> (type name, schema version, payload), as serialize() makes them."""
 
-SCHEMA_VERSION: Final = 1
 DOUBLE_MAX: Final = 1.7976931348623157e308
-_EVENT_COLUMNS: Final = (
-    "position, event_id, stream_id, seq, event_type, schema_version, recorded_at, payload"
-)
-_IN_CHUNK: Final = 500
+FOLLOW_POLL: Final = 0.05
+E: Final = schema.events
 
 
-class SqlSession(Protocol):
-    """What projections and queries need from a backend connection. SQL uses `?` placeholders;
-    the backend's Dialect rewrites them for its driver."""
+class UnencodableEventError(InvalidInputError):
+    """An event in a batch could not be encoded; nothing of the batch was stored."""
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def __init__(self, index: int, event_id: bytes, cause: Exception) -> None:
+        self.index, self.event_id = index, event_id
+        super().__init__(f"event {index} of the batch cannot be encoded: {cause}")
 
 
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """The SQL differences between backends that the shared SQL must know about."""
+# -- the log role --------------------------------------------------------------------------------
 
-    name: str
-    types: Types
-    paramstyle: str = "qmark"
-    """qmark (?), numeric_dollar ($1) or format (%s)."""
+
+class EventLog(ABC):
+    """An append-only log of events with a global, strictly increasing position.
+
+    Contract (every implementation passes tests/contract):
+    - `append` is atomic: all of a batch's new events are stored, in order, or none are.
+    - Positions are strictly increasing in commit order: once a reader has seen position p, no
+      event with a position below p commits later, so a follower reading by position never
+      skips an event that commits late.
+    - An event whose `event_id` is already in the log is skipped (an idempotent retry).
+    - A new event whose (stream_id, sequence) is already taken raises ConcurrencyError, and
+      nothing of that batch is stored. Sequences start at 1 in every stream.
+    - Stored events are never changed or removed.
+    """
+
+    uri: str
+
+    @abstractmethod
+    async def open(self, create: bool = True) -> None:
+        """Connect (and create the log unless `create=False`, when a missing log raises
+        NotFoundError). A failed open closes whatever it had opened."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        """Append a batch atomically; returns the events stored now (skipping ids already in
+        the log) with their positions. An event that cannot be encoded raises
+        UnencodableEventError naming it, and nothing is stored."""
+        if not events:
+            return []
+        unique: dict[bytes, NewEvent] = {}
+        for e in events:
+            unique.setdefault(e.event_id, e)
+        encoded: Encoded = {}
+        for i, (eid, e) in enumerate(unique.items()):
+            try:
+                encoded[eid] = serialize(e.event)
+            except (TypeError, ValueError) as exc:  # orjson's errors are both
+                raise UnencodableEventError(i, eid, exc) from exc
+        return await self._append(unique, encoded)
+
+    @abstractmethod
+    async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
+        """Store a batch already deduplicated by id and encoded, as `append` promises."""
+
+    @abstractmethod
+    async def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Events with position > `after`, in position order, at most `limit`."""
+
+    @abstractmethod
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        after: int = 0,
+        until_position: int | None = None,
+        until_time: int | None = None,
+        limit: int = 1000,
+        exclude_types: frozenset[str] = frozenset(),
+    ) -> list[RecordedEvent]:
+        """One stream's events with position > `after`, in order; `until_position` and
+        `until_time` (ms) are inclusive upper bounds; events of `exclude_types` are left out."""
+
+    async def iter_stream(
+        self,
+        stream_id: str,
+        *,
+        until_position: int | None = None,
+        until_time: int | None = None,
+        exclude_types: frozenset[str] = frozenset(),
+        after: int = 0,
+    ) -> AsyncIterator[RecordedEvent]:
+        """All of a stream's events in order, read page by page."""
+        while True:
+            page = await self.read_stream(
+                stream_id, after=after, until_position=until_position, until_time=until_time,
+                exclude_types=exclude_types,
+            )  # fmt: skip
+            for rec in page:
+                yield rec
+            if len(page) < 1000:
+                return
+            after = page[-1].position
+
+    @abstractmethod
+    async def stream_head(self, stream_id: str) -> int:
+        """The highest sequence number in a stream, 0 when it has no events."""
+
+    @abstractmethod
+    async def head(self) -> int:
+        """The highest position in the log, 0 when it is empty."""
+
+    @abstractmethod
+    async def known_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+        """Which of `ids` are in the log already."""
+
+    @abstractmethod
+    async def read_slices(self, refs: Sequence[tuple[int, int, int]]) -> list[bytes]:
+        """For each (position, offset, size), those bytes of that event's stored payload (the
+        metric views index packed points in place instead of copying them)."""
+
+    async def follow(
+        self, after: int = 0, *, poll_interval: float = FOLLOW_POLL, limit: int = 1000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after `after`, then each new one as it commits, forever (a change feed;
+        close the iterator to stop). Polls the log: positions follow commit order, so nothing
+        that commits late is skipped."""
+        while True:
+            page = await self.read(after, limit)
+            for rec in page:
+                yield rec
+            if page:
+                after = page[-1].position
+            if len(page) < limit:
+                await asyncio.sleep(poll_interval)
+
+
+# -- the SQL database role -----------------------------------------------------------------------
+
+
+class Session(Protocol):
+    """A connection inside a transaction. Statements are SQLAlchemy Core (or `sa.text`) with
+    named parameters; every value is bound, never pasted into SQL."""
+
+    async def execute(self, statement: Statement, params: Params | None = None) -> int:
+        """Run one statement; returns the number of rows it changed (where the driver says)."""
+
+    async def executemany(self, statement: Statement, rows: Sequence[Params]) -> None:
+        """Run one statement for each parameter set."""
+
+    async def fetchall(self, statement: Statement, params: Params | None = None) -> list[Row]:
+        """Run a query; its rows as tuples."""
+
+    async def execute_batch(self, ops: Sequence[tuple[Statement, Sequence[Params]]]) -> None:
+        """Run statements in order, each for its parameter sets, in as few round trips as the
+        backend can (one hop to SQLite's thread). Results are visible to later reads."""
+
+    async def execute_raw(self, sql: str) -> None:
+        """Run SQL text as it is, without parameters: DDL and driver-level statements only."""
+
+
+class Database(ABC):
+    """A SQL database that the views live in: transactions, snapshots, a projection lock.
+
+    `family` is one of sqlite, postgresql, mysql (MariaDB too), mssql: what statement builders
+    in tracker.stores.sql need to pick a dialect's upsert.
+    """
+
+    family: str
     supports_nan: bool = True
-    """False where the database cannot store NaN/±Inf in a float column (MySQL, MSSQL)."""
+    """False where float columns cannot hold NaN or ±Inf (MySQL, SQL Server)."""
+
+    @abstractmethod
+    async def open(self, create: bool = True) -> None:
+        """Connect, and create the schema unless `create=False` (then a database without it
+        raises NotFoundError). A failed open closes whatever it had opened."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Session]:
+        """A read-write transaction: committed on normal exit, rolled back on error."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractAsyncContextManager[Session]:
+        """A read-only session that sees one consistent state of the database."""
+
+    async def lock_projection(self, session: Session) -> None:
+        """Inside a transaction: exclude other processes' projection runners until commit, so
+        that one runner at a time applies events to the views (the others then find the
+        positions moved and follow). A no-op where a transaction already excludes writers."""
+
+    def ddl(self, table: sa.Table) -> list[str]:
+        """CREATE TABLE and CREATE INDEX statements for a table."""
+        from tracker.stores.sql import DIALECTS
+
+        dialect = DIALECTS[self.family]
+        out = [str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip()]
+        out += [str(sa.schema.CreateIndex(i).compile(dialect=dialect)) for i in table.indexes]
+        return out
+
+    async def create_tables(self, session: Session, tables: Iterable[sa.Table]) -> None:
+        for t in tables:
+            for stmt in self.ddl(t):
+                await session.execute_raw(stmt)
+
+    async def drop_tables(self, session: Session, tables: Iterable[sa.Table]) -> None:
+        q = self._quote
+        for t in tables:
+            await session.execute_raw(f"DROP TABLE IF EXISTS {q(t.name)}")
+
+    def _quote(self, name: str) -> str:
+        from tracker.stores.sql import DIALECTS
+
+        return DIALECTS[self.family].identifier_preparer.quote(name)
 
     def encode_float(self, value: float) -> float:
-        """A value for a float column. NaN never reaches one (views keep an is_nan flag);
-        without ±Inf support it is clamped to ±DBL_MAX, as MLflow's SQL store does."""
+        """A value for a float column. NaN never reaches one (views keep NULL or an is_nan
+        flag); without ±Inf support it is clamped to ±DBL_MAX, as MLflow's SQL store does."""
         if self.supports_nan or not math.isinf(value):
             return value
         return math.copysign(DOUBLE_MAX, value)
@@ -64,74 +257,70 @@ class Dialect:
             return math.copysign(math.inf, value)
         return value
 
-    def sql(self, statement: str) -> str:
-        return _convert(statement, self.paramstyle)
 
-    def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
-        cols, marks = ", ".join(columns), ", ".join("?" * len(columns))
-        if self.name == "sqlite":
-            return f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})"
-        if self.name == "mysql":
-            return f"INSERT IGNORE INTO {table} ({cols}) VALUES ({marks})"
-        return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+# -- the log in a SQL database: what every SQL backend shares --------------------------------------
 
-    def upsert(self, table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
-        """INSERT of `columns` that replaces the non-key columns when `keys` already exist."""
-        cols, marks = ", ".join(columns), ", ".join("?" * len(columns))
-        rest = [c for c in columns if c not in keys]
-        if self.name == "mysql":
-            sets = ", ".join(f"{c} = VALUES({c})" for c in rest)
-            return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {sets}"
-        sets = ", ".join(f"{c} = excluded.{c}" for c in rest)
-        action = f"DO UPDATE SET {sets}" if rest else "DO NOTHING"
-        return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(keys)}) {action}"
+_EVENT_COLUMNS: Final = (
+    E.c.position, E.c.event_id, E.c.stream_id, E.c.seq, E.c.event_type,
+    E.c.schema_version, E.c.recorded_at, E.c.payload,
+)  # fmt: skip
+_READ: Final = (
+    sa.select(*_EVENT_COLUMNS)
+    .where(E.c.position > sa.bindparam("after"))
+    .order_by(E.c.position)
+    .limit(sa.bindparam("limit"))
+)
+_HEAD: Final = sa.select(sa.func.max(E.c.position))
+_STREAM_HEAD: Final = sa.select(sa.func.max(E.c.seq)).where(E.c.stream_id == sa.bindparam("stream"))
+_EVENT_POSITION: Final = sa.select(E.c.position).where(E.c.event_id == sa.bindparam("id"))
 
 
-@lru_cache(maxsize=512)
-def _convert(statement: str, style: str) -> str:
-    if style == "qmark":
-        return statement
-    if style == "format":
-        return statement.replace("%", "%%").replace("?", "%s")
-    if style == "numeric_dollar":
-        counter = iter(range(1, 1 << 16))
-        return re.sub(r"\?", lambda _m: f"${next(counter)}", statement)
-    raise ValueError(f"unknown paramstyle {style}")
+@lru_cache(maxsize=64)
+def _read_stream(until_position: bool, until_time: bool, excluded: tuple[str, ...]) -> Statement:
+    where = [E.c.stream_id == sa.bindparam("stream"), E.c.position > sa.bindparam("after")]
+    if until_position:
+        where.append(E.c.position <= sa.bindparam("until_position"))
+    if until_time:
+        where.append(E.c.recorded_at <= sa.bindparam("until_time"))
+    where += [E.c.event_type != t for t in excluded]
+    return (
+        sa.select(*_EVENT_COLUMNS).where(*where).order_by(E.c.position).limit(sa.bindparam("limit"))
+    )
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+@lru_cache(maxsize=32)
+def known_ids_statement(n: int) -> Statement:
+    """SELECT of which of `n` event ids (bound as `in_params`) are in the log."""
+    return sa.select(E.c.event_id).where(E.c.event_id.in_(in_list(n)))
 
 
-INSERT_EVENTS: Final = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+@lru_cache(maxsize=32)
+def _payloads(n: int) -> Statement:
+    return sa.select(E.c.position, E.c.payload).where(E.c.position.in_(in_list(n)))
 
 
 def numbered(
     fresh: Sequence[NewEvent], encoded: Encoded, head: int
-) -> tuple[list[Row], list[RecordedEvent]]:
-    """Rows for INSERT_EVENTS giving `fresh` the positions after `head`, and the events as
+) -> tuple[list[dict[str, Any]], list[RecordedEvent]]:
+    """Rows for the events table giving `fresh` the positions after `head`, and the events as
     they are then recorded."""
-    rows: list[Row] = []
+    rows: list[dict[str, Any]] = []
     out: list[RecordedEvent] = []
     for position, e in enumerate(fresh, start=head + 1):
         type_name, version, payload = encoded[e.event_id]
         rows.append(
-            (
-                position,
-                e.event_id,
-                e.stream_id,
-                e.sequence,
-                type_name,
-                version,
-                e.recorded_at,
-                payload,
-            )
-        )
+            {
+                "position": position, "event_id": e.event_id, "stream_id": e.stream_id,
+                "seq": e.sequence, "event_type": type_name, "schema_version": version,
+                "recorded_at": e.recorded_at, "payload": payload,
+            }
+        )  # fmt: skip
         out.append(
             RecordedEvent(
-                position, e.event_id, e.stream_id, e.sequence, e.recorded_at, version, e.event
+                position, e.event_id, e.stream_id, e.sequence, e.recorded_at, version, e.event,
+                payload,
             )
-        )
+        )  # fmt: skip
     return rows, out
 
 
@@ -147,173 +336,114 @@ def sequence_taken(events: Iterable[NewEvent]) -> ConcurrencyError:
     )
 
 
-class EventStore(ABC):
-    """An append-only log of events with a global, strictly increasing position, and the
-    views projected from it, in one database.
+def decode(row: Row) -> RecordedEvent:
+    """An events row as a RecordedEvent; one that cannot be decoded (a newer type, a corrupt
+    payload) becomes an UnreadableEvent carrying the reason, so that readers can skip it
+    explicitly instead of stopping."""
+    position, event_id, stream_id, seq, type_name, version, recorded_at, payload = row
+    payload = bytes(payload)
+    try:
+        event = deserialize(type_name, int(version), payload)
+    except Exception as exc:
+        event = UnreadableEvent(type_name, int(version), f"{type(exc).__name__}: {exc}")
+    return RecordedEvent(
+        int(position), bytes(event_id), stream_id, int(seq), int(recorded_at), int(version),
+        event, payload,
+    )  # fmt: skip
 
-    Contract (every backend passes tests/contract):
-    - `append` is atomic: all of a batch's new events are stored, in order, or none are.
-    - Positions are strictly increasing in commit order: once a reader has seen position p,
-      no event with a position below p commits later. Backends serialise appenders to keep it.
-    - An event whose `event_id` is already in the log is skipped (an idempotent retry).
-    - A new event whose (stream_id, sequence) is already taken raises ConcurrencyError, and
-      nothing of that batch is stored.
-    - The events table is never updated or deleted from; the database refuses it.
-    - Views live in the same database and are written only inside `transaction()` by the
-      projector; `projection_state` holds the position the views reflect.
-    """
 
-    dialect: Dialect
+class SqlEventStore(EventLog, Database):
+    """The log and the views in one SQL database (both roles): what SQLite, PostgreSQL and the
+    SQLAlchemy backends share. A backend provides connections (`transaction`, `snapshot`),
+    its locks, and how one append transaction inserts (`_insert`)."""
+
     uri: str
+    default_artifact_root: str | None = None
 
-    # -- connection and schema -------------------------------------------------------------
-
-    @abstractmethod
-    async def open(self, create: bool = True) -> None:
-        """Connect, and create or upgrade the schema (serialised across processes). With
-        `create=False` nothing is created: a store that does not exist yet raises
-        NotFoundError. A failed open closes whatever it had opened."""
+    # -- what each backend provides --------------------------------------------------------
 
     @abstractmethod
-    async def aclose(self) -> None:
-        """Close connections. Idempotent."""
-
-    @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[SqlSession]:
-        """A read-write transaction: committed on normal exit, rolled back on error."""
-
-    @abstractmethod
-    def snapshot(self) -> AbstractAsyncContextManager[SqlSession]:
-        """A read-only session that sees one consistent state of the database."""
-
-    @abstractmethod
-    async def _lock_log(self, session: SqlSession) -> None:
+    async def _lock_log(self, session: Session) -> None:
         """Inside an append transaction: exclude every other appender until commit."""
 
-    async def lock_projection(self, session: SqlSession) -> None:
-        """Inside a transaction: exclude other processes' projectors until commit, so that one
-        projector at a time applies events to the views (the others then find the position
-        moved and follow). A no-op where the transaction already excludes other writers."""
-
     @abstractmethod
-    def _is_unique_violation(self, exc: BaseException) -> bool:
-        """Whether a driver error is a unique-constraint violation."""
-
-    @abstractmethod
-    async def _lock_schema(self, session: SqlSession) -> None:
+    async def _lock_schema(self, session: Session) -> None:
         """Inside a transaction: exclude other processes creating or upgrading the schema."""
 
-    async def _table_exists(self, session: SqlSession, table: str) -> bool:
-        try:
-            await session.fetchall(f"SELECT 1 FROM {table} WHERE 1 = 0")
-        except Exception:
-            return False
-        return True
+    @abstractmethod
+    async def _table_exists(self, session: Session, table: str) -> bool: ...
 
-    def ddl(self, tables: Sequence[Table]) -> list[str]:
-        out: list[str] = []
-        for t in tables:
-            out.extend(create_table_sql(t, self.dialect.types, if_not_exists=False))
-        return out
+    @abstractmethod
+    async def _insert(
+        self, unique: dict[bytes, NewEvent], encoded: Encoded, *, skip_known: bool
+    ) -> list[RecordedEvent]:
+        """One append transaction: take the log lock, read the head, insert the batch (less
+        the ids already in the log when `skip_known`). A unique violation raises
+        `self._insert_refused(...)`."""
+
+    @abstractmethod
+    def _append_only_ddl(self) -> list[str]:
+        """Statements that make the database refuse UPDATE and DELETE on the events table."""
+
+    # -- schema ----------------------------------------------------------------------------
 
     async def upgrade(self, create: bool = True) -> int:
-        """Bring the schema to SCHEMA_VERSION; safe when several processes start at once.
-        Returns the version found before upgrading (0 for a fresh database). With
+        """Bring the log's schema to the newest migration; safe when several processes start
+        at once. Returns the version found before upgrading (0 for a fresh database). With
         `create=False`, a database without tracker's schema raises NotFoundError."""
+        from tracker.stores.migrations import MIGRATIONS, SCHEMA_VERSION
+
         async with self.transaction() as s:
             await self._lock_schema(s)
-            found = 0
-            if await self._table_exists(s, META.name):
-                rows = await s.fetchall(f"SELECT MAX(version) FROM {META.name}")
-                found = int(rows[0][0] or 0)
-            elif await self._table_exists(s, "alembic_version") or await self._table_exists(
-                s, "experiments"
-            ):
-                raise StoreError(
-                    f"{self.uri} holds an MLflow tracking database (its tables are there), not "
-                    "a tracker store; tracker keeps its own event log and cannot share MLflow's "
-                    "tables: point tracker at an empty database or schema (importing MLflow "
-                    "stores is planned as `tracker import-mlflow`)"
-                )
-            elif not create:
-                raise NotFoundError(
-                    f"no tracker store at {self.uri}: the database has no tracker schema; "
-                    f"create it with `tracker db upgrade {self.uri}` or by logging a run"
-                )
+            found = await self._found_version(s, create)
             if found > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"the database schema is v{found}, newer than this tracker (v{SCHEMA_VERSION}); "
                     "upgrade tracker"
                 )
-            if found == 0:
-                for stmt in self.ddl([META, EVENTS, *VIEWS]):
-                    await s.execute(stmt)
-                await self._forbid_event_changes(s)
-                await s.execute(
-                    self.dialect.sql(
-                        f"INSERT INTO {META.name} (version, applied_at) VALUES (?, ?)"
-                    ),
-                    (SCHEMA_VERSION, now_ms()),
-                )
-            # Later versions: apply MIGRATIONS[found + 1 :] here, each recorded in META.
+            for migration in MIGRATIONS:
+                if migration.version > found:
+                    await migration.apply(self, s)
+                    await s.execute(
+                        sa.insert(schema.schema_versions).values(
+                            version=migration.version, applied_at=now_ms()
+                        )
+                    )
         return found
 
-    async def _forbid_event_changes(self, session: SqlSession) -> None:
-        """Make the database itself refuse UPDATE and DELETE on the event log (triggers)."""
+    async def _found_version(self, s: Session, create: bool) -> int:
+        if await self._table_exists(s, schema.schema_versions.name):
+            rows = await s.fetchall(sa.select(sa.func.max(schema.schema_versions.c.version)))
+            return int(rows[0][0] or 0)
+        if await self._table_exists(s, "alembic_version") or await self._table_exists(
+            s, "experiments"
+        ):
+            raise StoreError(
+                f"{self.uri} holds an MLflow tracking database (its tables are there), not "
+                "a tracker store; tracker keeps its own event log and cannot share MLflow's "
+                "tables: point tracker at an empty database or schema (importing MLflow "
+                "stores is planned as `tracker import-mlflow`)"
+            )
+        if not create:
+            raise NotFoundError(
+                f"no tracker store at {self.uri}: the database has no tracker schema; "
+                f"create it with `tracker db upgrade {self.uri}` or by logging a run"
+            )
+        return 0
 
     async def schema_version(self) -> int:
         async with self.snapshot() as s:
-            if not await self._table_exists(s, META.name):
+            if not await self._table_exists(s, schema.schema_versions.name):
                 return 0
-            rows = await s.fetchall(f"SELECT MAX(version) FROM {META.name}")
+            rows = await s.fetchall(sa.select(sa.func.max(schema.schema_versions.c.version)))
             return int(rows[0][0] or 0)
 
     # -- the log ---------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
-        """Append a batch atomically; returns the events stored now (skipping ids already
-        in the log) with their positions."""
-        if not events:
-            return []
-        unique: dict[bytes, NewEvent] = {}
-        for e in events:
-            unique.setdefault(e.event_id, e)
-        encoded = {eid: serialize(e.event) for eid, e in unique.items()}
-        return await self._append(unique, encoded)
-
     async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
-        """Store a batch already deduplicated by id and encoded, as `append` promises. This
-        default looks the ids up first; a backend may insert optimistically instead."""
-        try:
-            async with self.transaction() as s:
-                await self._lock_log(s)
-                known = await self._known_ids(s, list(unique))
-                fresh = [e for eid, e in unique.items() if eid not in known]
-                if not fresh:
-                    return []
-                head_rows = await s.fetchall("SELECT MAX(position) FROM events")
-                rows, out = numbered(fresh, encoded, int(head_rows[0][0] or 0))
-                await s.executemany(self.dialect.sql(INSERT_EVENTS), rows)
-        except Exception as exc:
-            if self._is_unique_violation(exc):
-                raise sequence_taken(unique.values()) from exc
-            raise
-        return out
-
-    async def _insert(
-        self, unique: dict[bytes, NewEvent], encoded: Encoded, *, skip_known: bool
-    ) -> list[RecordedEvent]:
-        """For _append_optimistically: one append transaction inserting the batch, less the
-        ids already in the log when `skip_known`; a unique violation raises
-        `_insert_refused(...)`."""
-        raise NotImplementedError
-
-    async def _append_optimistically(
-        self, unique: dict[bytes, NewEvent], encoded: Encoded
-    ) -> list[RecordedEvent]:
-        """An `_append` for backends where looking ids up first is costly: insert the batch
-        whole, and only if a unique index objects (an id already in the log after a retry, or a
-        taken sequence number) send it again without the known ids."""
+        """Insert the batch whole, and only if a unique index objects (an id already in the log
+        after a retry, or a taken sequence number) send it again without the known ids: looking
+        ids up first would cost a query per append."""
         try:
             return await self._insert(unique, encoded, skip_known=False)
         except IdsInLog:
@@ -324,41 +454,26 @@ class EventStore(ABC):
         the log (the second pass tells), on the second a taken sequence number."""
         return sequence_taken(unique.values()) if skip_known else IdsInLog()
 
-    async def _known_ids(self, session: SqlSession, ids: Sequence[bytes]) -> set[bytes]:
-        """Which of `ids` are in the log already."""
+    async def _known_ids_in(self, session: Session, ids: Sequence[bytes]) -> set[bytes]:
         known: set[bytes] = set()
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = await session.fetchall(
-                self.dialect.sql(f"SELECT event_id FROM events WHERE event_id IN ({marks})"), chunk
-            )
+        for part in chunks(ids):
+            rows = await session.fetchall(known_ids_statement(len(part)), in_params(part))
             known.update(bytes(r[0]) for r in rows)
         return known
 
-    def _decode(self, row: Row) -> RecordedEvent:
-        position, event_id, stream_id, seq, type_name, version, recorded_at, payload = row
-        event = deserialize(type_name, int(version), bytes(payload))
-        return RecordedEvent(
-            int(position),
-            bytes(event_id),
-            stream_id,
-            int(seq),
-            int(recorded_at),
-            int(version),
-            event,
-        )
+    async def known_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+        if not ids:
+            return set()
+        async with self.snapshot() as s:
+            return await self._known_ids_in(s, ids)
+
+    async def _head_in(self, session: Session) -> int:
+        return int((await session.fetchall(_HEAD))[0][0] or 0)
 
     async def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Events with position > `after`, in position order, at most `limit`."""
         async with self.snapshot() as s:
-            rows = await s.fetchall(
-                self.dialect.sql(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-                ),
-                (after, limit),
-            )
-        return [self._decode(r) for r in rows]
+            rows = await s.fetchall(_READ, {"after": after, "limit": limit})
+        return [decode(r) for r in rows]
 
     async def read_stream(
         self,
@@ -368,48 +483,43 @@ class EventStore(ABC):
         until_position: int | None = None,
         until_time: int | None = None,
         limit: int = 1000,
+        exclude_types: frozenset[str] = frozenset(),
     ) -> list[RecordedEvent]:
-        """One stream's events with position > `after`, in order; `until_position` and
-        `until_time` (ms) are inclusive upper bounds."""
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = ? AND position > ?"
-        params: list[Any] = [stream_id, after]
-        if until_position is not None:
-            sql += " AND position <= ?"
-            params.append(until_position)
-        if until_time is not None:
-            sql += " AND recorded_at <= ?"
-            params.append(until_time)
-        sql += " ORDER BY position LIMIT ?"
-        params.append(limit)
+        statement = _read_stream(
+            until_position is not None, until_time is not None, tuple(sorted(exclude_types))
+        )
+        params = {
+            "stream": stream_id, "after": after, "limit": limit,
+            "until_position": until_position, "until_time": until_time,
+        }  # fmt: skip
         async with self.snapshot() as s:
-            rows = await s.fetchall(self.dialect.sql(sql), params)
-        return [self._decode(r) for r in rows]
-
-    async def iter_stream(
-        self, stream_id: str, *, until_position: int | None = None, until_time: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """All of a stream's events in order, read page by page."""
-        after = 0
-        while True:
-            page = await self.read_stream(
-                stream_id, after=after, until_position=until_position, until_time=until_time
-            )
-            for rec in page:
-                yield rec
-            if len(page) < 1000:
-                return
-            after = page[-1].position
+            rows = await s.fetchall(statement, params)
+        return [decode(r) for r in rows]
 
     async def stream_head(self, stream_id: str) -> int:
-        """The highest sequence number in a stream, 0 when it has no events."""
         async with self.snapshot() as s:
-            rows = await s.fetchall(
-                self.dialect.sql("SELECT MAX(seq) FROM events WHERE stream_id = ?"), (stream_id,)
-            )
+            rows = await s.fetchall(_STREAM_HEAD, {"stream": stream_id})
         return int(rows[0][0] or 0)
 
     async def head(self) -> int:
-        """The highest position in the log, 0 when it is empty."""
         async with self.snapshot() as s:
-            rows = await s.fetchall("SELECT MAX(position) FROM events")
-        return int(rows[0][0] or 0)
+            return await self._head_in(s)
+
+    async def read_slices(self, refs: Sequence[tuple[int, int, int]]) -> list[bytes]:
+        positions = sorted({p for p, _, _ in refs})
+        payloads: dict[int, bytes] = {}
+        async with self.snapshot() as s:
+            for part in chunks(positions):
+                for pos, payload in await s.fetchall(_payloads(len(part)), in_params(part)):
+                    payloads[int(pos)] = bytes(payload)
+        return [payloads[p][off : off + size] for p, off, size in refs]
+
+    async def _committed_at(self, session: Session, first: RecordedEvent) -> bool:
+        """Whether `first` is in the log at the position it was given (inside the log lock no
+        append is in flight, and a batch is all in or all out)."""
+        rows = await session.fetchall(_EVENT_POSITION, {"id": first.event_id})
+        return bool(rows) and int(rows[0][0]) == first.position
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

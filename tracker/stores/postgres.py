@@ -8,7 +8,9 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
 
 from tracker.errors import (
     InvalidInputError,
@@ -17,15 +19,14 @@ from tracker.errors import (
     TrackerError,
 )
 from tracker.events import NewEvent, RecordedEvent
-from tracker.stores.base import Dialect, Encoded, EventStore, Row, numbered
-from tracker.stores.schema import POSTGRES_TYPES, Table, create_table_sql
+from tracker.stores.base import Encoded, Row, SqlEventStore, numbered
+from tracker.stores.schema import BLOB_COLUMNS
+from tracker.stores.sql import Params, Statement, compiled
+from tracker.stores.uris import mask_password
 
 if TYPE_CHECKING:
     import asyncpg
 
-POSTGRES: Final = Dialect("postgres", POSTGRES_TYPES, paramstyle="numeric_dollar")
-
-# PostgreSQL SQL shared with the SQLAlchemy backend, in `?` style.
 # Advisory locks are keyed (kind, hash of the schema the tables live in): trackers in different
 # schemas of one database do not block each other; every tracker in one schema shares them.
 _LOCK_NAMESPACE: Final = 0x74726B00  # "trk\0"
@@ -33,8 +34,8 @@ _LOCK_SQL: Final = "SELECT pg_advisory_xact_lock({kind}, hashtext(coalesce(curre
 LOCK_LOG_SQL: Final = _LOCK_SQL.format(kind=_LOCK_NAMESPACE + 1)
 LOCK_PROJECTION_SQL: Final = _LOCK_SQL.format(kind=_LOCK_NAMESPACE + 2)
 LOCK_SCHEMA_SQL: Final = _LOCK_SQL.format(kind=_LOCK_NAMESPACE + 3)
-TABLE_EXISTS_SQL: Final = "SELECT to_regclass(?) IS NOT NULL"
-FORBID_EVENT_CHANGES_SQL: Final = (
+TABLE_EXISTS: Final = sa.text("SELECT to_regclass(:t) IS NOT NULL")
+APPEND_ONLY_DDL: Final = (
     "CREATE FUNCTION tracker_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
     "RAISE EXCEPTION 'the event log is append-only: % is refused', TG_OP; END $$",
     "CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events "
@@ -43,33 +44,32 @@ FORBID_EVENT_CHANGES_SQL: Final = (
     "FOR EACH STATEMENT EXECUTE FUNCTION tracker_events_append_only()",
 )
 UNIQUE_VIOLATION: Final = "23505"
-
-
-def postgres_ddl(tables: Sequence[Table]) -> list[str]:
-    """CREATE statements for PostgreSQL. Blob columns hold zlib-compressed metric columns, so
-    they are stored out of line uncompressed: TOAST would spend most of an insert's time
-    failing to compress them again."""
-    out: list[str] = []
-    for t in tables:
-        out.extend(create_table_sql(t, POSTGRES_TYPES, if_not_exists=False))
-        for c in t.columns:
-            if c.type == "blob":
-                out.append(f"ALTER TABLE {t.name} ALTER COLUMN {c.name} SET STORAGE EXTERNAL")
-    return out
-
-
 # Connection failures, server shutdown or restart, and too many connections: worth a retry.
 UNAVAILABLE_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 _DEFAULT_PORT: Final = 5432
 _IN_DOUBT_TIMEOUT: Final = 30.0
+# One append is three round trips: BEGIN with the log lock; the head read inside the INSERT
+# (a new statement, so under READ COMMITTED it sees every append committed before the lock was
+# granted); COMMIT. Arrays through unnest make one INSERT of any batch size.
+_BEGIN_AND_LOCK: Final = f"BEGIN ISOLATION LEVEL READ COMMITTED; {LOCK_LOG_SQL}"
 _INSERT_EVENTS: Final = (
-    "INSERT INTO events (position, event_id, stream_id, seq, event_type, schema_version, "
-    "recorded_at, payload) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], "
-    "$4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bytea[])"
+    "WITH h AS (SELECT coalesce(max(position), 0) AS head, txid_current() AS xid FROM events), "
+    "ins AS (INSERT INTO events (position, event_id, stream_id, seq, event_type, schema_version, "
+    "recorded_at, payload) SELECT h.head + t.ord, t.event_id, t.stream_id, t.seq, t.event_type, "
+    "t.schema_version, t.recorded_at, t.payload FROM h, unnest($1::bytea[], $2::text[], "
+    "$3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) WITH ORDINALITY AS "
+    "t(event_id, stream_id, seq, event_type, schema_version, recorded_at, payload, ord)) "
+    "SELECT head, xid FROM h"
 )
-_HEAD_AND_XID: Final = "SELECT coalesce(max(position), 0), txid_current() FROM events"
 _KNOWN_IDS: Final = "SELECT event_id FROM events WHERE event_id = ANY($1::bytea[])"
+
+
+def postgres_ddl_extras() -> list[str]:
+    """Blob columns hold zlib-compressed metric columns, so they are stored out of line
+    uncompressed: TOAST would spend most of an insert's time failing to compress them again,
+    and slices of them (the metric views' reads) can then be fetched without the rest."""
+    return [f"ALTER TABLE {t} ALTER COLUMN {c} SET STORAGE EXTERNAL" for t, c in BLOB_COLUMNS]
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -89,14 +89,6 @@ def is_unavailable_sqlstate(code: str | None) -> bool:
     return code is not None and (code.startswith("08") or code in UNAVAILABLE_SQLSTATES)
 
 
-def mask_password(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _asyncpg() -> Any:
     try:
         import asyncpg
@@ -113,23 +105,39 @@ async def _keep_session(conn: Any) -> None:
     (the pool still rolls back a transaction left open)."""
 
 
+def _rowcount(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 class _Session:
     __slots__ = ("conn",)
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        await self.conn.execute(sql, *params)
+    async def execute(self, statement: Statement, params: Params | None = None) -> int:
+        cp = compiled(statement, "postgresql")
+        return _rowcount(await self.conn.execute(cp.sql, *cp.args(params)))
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self.conn.executemany(sql, rows)
+    async def executemany(self, statement: Statement, rows: Sequence[Params]) -> None:
+        if rows:
+            cp = compiled(statement, "postgresql")
+            await self.conn.executemany(cp.sql, [cp.args(r) for r in rows])
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [tuple(r) for r in await self.conn.fetch(sql, *params)]
+    async def fetchall(self, statement: Statement, params: Params | None = None) -> list[Row]:
+        cp = compiled(statement, "postgresql")
+        return [tuple(r) for r in await self.conn.fetch(cp.sql, *cp.args(params))]
+
+    async def execute_batch(self, ops: Sequence[tuple[Statement, Sequence[Params]]]) -> None:
+        for statement, rows in ops:
+            await self.executemany(statement, rows)
+
+    async def execute_raw(self, sql: str) -> None:
+        await self.conn.execute(sql)
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(SqlEventStore):
     """The log and views in one PostgreSQL schema, through a pool of asyncpg connections.
 
     Commit order: an append takes a transaction-level advisory lock before it reads the head,
@@ -142,10 +150,10 @@ class PostgresEventStore(EventStore):
     query parameters asyncpg does not know become server settings, so `?search_path=tracker`
     puts the tables in schema `tracker` (which must exist), as does `schema=`.
     Connections that the server dropped are replaced; connection failures raise
-    StoreUnavailableError, which the writer retries.
+    StoreUnavailableError, which callers retry.
     """
 
-    dialect = POSTGRES
+    family = "postgresql"
 
     def __init__(
         self,
@@ -155,6 +163,7 @@ class PostgresEventStore(EventStore):
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout: float = 10.0,
+        command_timeout: float | None = 60.0,
         server_settings: Mapping[str, str] | None = None,
         artifact_root: str | None = None,
     ) -> None:
@@ -166,6 +175,7 @@ class PostgresEventStore(EventStore):
             self._settings["search_path"] = schema
         self._min_size, self._max_size = min_size, max_size
         self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._asyncpg = _asyncpg()
 
@@ -180,8 +190,8 @@ class PostgresEventStore(EventStore):
         try:
             self._pool = await self._asyncpg.create_pool(
                 self._dsn, min_size=self._min_size, max_size=self._max_size,
-                timeout=self._connect_timeout, server_settings=self._settings or None,
-                reset=_keep_session,
+                timeout=self._connect_timeout, command_timeout=self._command_timeout,
+                server_settings=self._settings or None, reset=_keep_session,
             )  # fmt: skip
         except Exception as exc:
             raise self._open_error(exc) from exc
@@ -223,30 +233,34 @@ class PostgresEventStore(EventStore):
 
     def _translate(self, exc: BaseException, conn: Any = None) -> BaseException:
         """The tracker error for a driver error; other exceptions unchanged."""
+        if isinstance(exc, TrackerError):
+            return exc
         if self._unavailable(exc, conn):
             return StoreUnavailableError(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}")
         if isinstance(exc, self._asyncpg.PostgresError | self._asyncpg.InterfaceError):
             return StoreError(f"PostgreSQL: {exc}")
+        if isinstance(exc, UnicodeEncodeError | ValueError | TypeError):
+            return StoreError(f"PostgreSQL refused a value: {type(exc).__name__}: {exc}")
         return exc
 
     @asynccontextmanager
-    async def _begin(self, **options: Any) -> AsyncIterator[tuple[Any, Any]]:
-        """A pooled connection inside a started transaction. A connection that died while
-        idle in the pool is only found out when used: BEGIN is retried on a fresh one."""
+    async def _connection(self, begin: str | None) -> AsyncIterator[Any]:
+        """A pooled connection, inside a transaction begun with `begin` (one round trip). A
+        connection that died while idle in the pool is only found out when used: BEGIN is
+        retried on a fresh one, once more than the pool holds (all may be dead after a restart)."""
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open: call `await store.open()` first")
-        # Every pooled connection may be dead after a server restart, and the pool only
-        # learns it when one is used: try one more time than the pool can hold.
         attempts = self._max_size + 1
         for attempt in range(attempts):
             try:
-                conn = await pool.acquire()
+                conn = await pool.acquire(timeout=self._connect_timeout)
             except Exception as exc:
                 raise self._translate(exc) from exc
-            tx = conn.transaction(**options)
+            if begin is None:
+                break
             try:
-                await tx.start()
+                await conn.execute(begin)
             except BaseException as exc:
                 translated = self._translate(exc, conn)
                 await self._release(pool, conn)
@@ -257,7 +271,7 @@ class PostgresEventStore(EventStore):
                 raise translated from exc
             break
         try:
-            yield conn, tx
+            yield conn
         finally:
             await self._release(pool, conn)
 
@@ -267,91 +281,95 @@ class PostgresEventStore(EventStore):
             await pool.release(conn)
 
     @asynccontextmanager
-    async def _run(self, **options: Any) -> AsyncIterator[_Session]:
-        async with self._begin(**options) as (conn, tx):
+    async def _run(self, begin: str) -> AsyncIterator[_Session]:
+        async with self._connection(begin) as conn:
             try:
                 yield _Session(conn)
             except BaseException as exc:
                 with suppress(Exception):
-                    await tx.rollback()
+                    await asyncio.shield(conn.execute("ROLLBACK"))
                 translated = self._translate(exc, conn)
                 if translated is exc:
                     raise
                 raise translated from exc
             try:
-                await tx.commit()
+                await conn.execute("COMMIT")
             except Exception as exc:
                 raise self._translate(exc, conn) from exc
 
     def transaction(self) -> Any:
-        return self._run()
+        return self._run("BEGIN ISOLATION LEVEL READ COMMITTED")
 
     def snapshot(self) -> Any:
-        return self._run(isolation="repeatable_read", readonly=True)
+        return self._run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     # -- locks and schema --------------------------------------------------------------------
 
     async def _lock_log(self, session: Any) -> None:
-        await session.execute(LOCK_LOG_SQL)
+        await session.execute_raw(LOCK_LOG_SQL)
 
     async def lock_projection(self, session: Any) -> None:
-        await session.execute(LOCK_PROJECTION_SQL)
+        await session.execute_raw(LOCK_PROJECTION_SQL)
 
     async def _lock_schema(self, session: Any) -> None:
         # DDL is transactional in PostgreSQL: the lock and the new tables commit together.
-        await session.execute(LOCK_SCHEMA_SQL)
+        await session.execute_raw(LOCK_SCHEMA_SQL)
 
     async def _table_exists(self, session: Any, table: str) -> bool:
-        # Not base's probe-by-SELECT: an error would abort the whole PostgreSQL transaction.
-        rows = await session.fetchall(self.dialect.sql(TABLE_EXISTS_SQL), (table,))
+        # Not a probe by SELECT: an error would abort the whole PostgreSQL transaction.
+        rows = await session.fetchall(TABLE_EXISTS, {"t": table})
         return bool(rows[0][0])
 
-    def ddl(self, tables: Sequence[Table]) -> list[str]:
-        return postgres_ddl(tables)
+    def ddl(self, table: sa.Table) -> list[str]:
+        out = super().ddl(table)
+        out += [s for s in postgres_ddl_extras() if f" {table.name} " in s]
+        return out
 
-    async def _forbid_event_changes(self, session: Any) -> None:
-        for stmt in FORBID_EVENT_CHANGES_SQL:
-            await session.execute(stmt)
-
-    def _is_unique_violation(self, exc: BaseException) -> bool:
-        return sqlstate(exc) == UNIQUE_VIOLATION
+    def _append_only_ddl(self) -> list[str]:
+        return list(APPEND_ONLY_DDL)
 
     # -- the log -------------------------------------------------------------------------------
 
-    async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
-        # Looking ids up first costs a query per append, which PostgreSQL may plan as a scan
-        # of the whole log.
-        return await self._append_optimistically(unique, encoded)
-
     async def _insert(
-        self, unique: dict[bytes, NewEvent], encoded: Encoded,
-        *, skip_known: bool,
-    ) -> list[RecordedEvent]:  # fmt: skip
-        """One append transaction: lock, head and xid, one INSERT of arrays. If the connection
-        is lost around COMMIT, the transaction id tells whether the batch is in, so that the
-        caller's retry does not store it twice."""
-        out: list[RecordedEvent] = []
+        self, unique: dict[bytes, NewEvent], encoded: Encoded, *, skip_known: bool
+    ) -> list[RecordedEvent]:
+        """One append transaction in three round trips. If the connection is lost around
+        COMMIT, the transaction id tells whether the batch is in, so that the caller's retry
+        does not store it twice."""
+        fresh = list(unique.values())
         xid: int | None = None
+        out: list[RecordedEvent] = []
         try:
-            async with self.transaction() as s:
-                await s.execute(LOCK_LOG_SQL)
-                head, xid = (await s.fetchall(_HEAD_AND_XID))[0]
-                fresh = list(unique.values())
-                if skip_known:
-                    rows = await s.fetchall(_KNOWN_IDS, (list(unique),))
-                    known = {bytes(r[0]) for r in rows}
-                    fresh = [e for e in fresh if e.event_id not in known]
-                    if not fresh:
-                        return []
-                rows, out = numbered(fresh, encoded, int(head))
-                await s.execute(_INSERT_EVENTS, [list(col) for col in zip(*rows, strict=True)])
-        except StoreUnavailableError:
-            if xid is None or not await self._committed(int(xid)):
+            async with self._connection(_BEGIN_AND_LOCK) as conn:
+                try:
+                    if skip_known:
+                        rows = await conn.fetch(_KNOWN_IDS, list(unique))
+                        known = {bytes(r[0]) for r in rows}
+                        fresh = [e for e in fresh if e.event_id not in known]
+                    if fresh:
+                        columns = [
+                            [e.event_id for e in fresh], [e.stream_id for e in fresh],
+                            [e.sequence for e in fresh], [encoded[e.event_id][0] for e in fresh],
+                            [encoded[e.event_id][1] for e in fresh],
+                            [e.recorded_at for e in fresh], [encoded[e.event_id][2] for e in fresh],
+                        ]  # fmt: skip
+                        head, xid = await conn.fetchrow(_INSERT_EVENTS, *columns)
+                        _, out = numbered(fresh, encoded, int(head))
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    with suppress(Exception):
+                        await asyncio.shield(conn.execute("ROLLBACK"))
+                    raise
+        except Exception as exc:
+            translated = self._translate(exc)
+            if sqlstate(exc) == UNIQUE_VIOLATION:
+                raise self._insert_refused(unique, skip_known=skip_known) from exc
+            unsure = isinstance(translated, StoreUnavailableError) and xid is not None
+            if unsure and await self._committed(int(xid)):  # type: ignore[arg-type]
+                return out
+            if translated is exc:
                 raise
-        except StoreError as exc:
-            if not self._is_unique_violation(exc):
-                raise
-            raise self._insert_refused(unique, skip_known=skip_known) from exc
+            raise translated from exc
         return out
 
     async def _committed(self, xid: int) -> bool:
@@ -362,7 +380,7 @@ class PostgresEventStore(EventStore):
         while True:
             try:
                 async with self.snapshot() as s:
-                    status = (await s.fetchall("SELECT txid_status($1)", (xid,)))[0][0]
+                    status = (await s.fetchall(sa.text("SELECT txid_status(:x)"), {"x": xid}))[0][0]
                 if status in ("committed", "aborted"):
                     return bool(status == "committed")
             except StoreUnavailableError:

@@ -1,205 +1,223 @@
-"""The database schema as data: the event log and the views, with per-dialect DDL."""
+"""The database schema as SQLAlchemy Core tables: the event log, its bookkeeping, and the views."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, mysql, postgresql
+
+# Column lengths are the limits validation enforces (tracker/validation.py reads them from here),
+# so a value that passed validation fits every backend's column.
+ID_LENGTH: Final = 64
+KEY_LENGTH: Final = 250
+NAME_LENGTH: Final = 500
+
+metadata: Final = sa.MetaData()
+
+# Types, with the variants each backend needs: MySQL's TEXT and BLOB stop at 64 KiB, SQL Server's
+# plain VARCHAR is not Unicode, and SQLite makes a primary key a rowid alias only when its type is
+# exactly INTEGER.
+TEXT: Final = sa.UnicodeText().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+BLOB: Final = (
+    sa.LargeBinary()
+    .with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+    .with_variant(mssql.VARBINARY("max"), "mssql")  # type: ignore[no-untyped-call]
+)
+UUID_BYTES: Final = (
+    sa.LargeBinary(16)
+    .with_variant(mysql.BINARY(16), "mysql", "mariadb")
+    .with_variant(mssql.BINARY(16), "mssql")
+    .with_variant(postgresql.BYTEA(), "postgresql")
+)
+BIGINT: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+DOUBLE: Final[sa.types.TypeEngine[float]] = sa.Double().with_variant(mssql.FLOAT(53), "mssql")
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    type: str
-    """One of: id, key, name, text, int, float, blob, uuid, pos."""
-    nullable: bool = False
+def _id() -> sa.Unicode:
+    return sa.Unicode(ID_LENGTH)
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
-    name: str
-    columns: tuple[Column, ...]
-    primary_key: tuple[str, ...]
-    unique: tuple[tuple[str, ...], ...] = ()
-    indexes: tuple[tuple[str, ...], ...] = ()
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
+def _key() -> sa.Unicode:
+    return sa.Unicode(KEY_LENGTH)
 
 
-def _c(name: str, type_: str, nullable: bool = False) -> Column:
-    return Column(name, type_, nullable)
+def _name() -> sa.Unicode:
+    return sa.Unicode(NAME_LENGTH)
 
 
-EVENTS: Final = Table(
+def _col(name: str, type_: Any, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(name, type_, nullable=nullable)
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+events: Final = sa.Table(
     "events",
-    (
-        _c("position", "pos"),
-        _c("event_id", "uuid"),
-        _c("stream_id", "name"),
-        _c("seq", "int"),
-        _c("event_type", "key"),
-        _c("schema_version", "int"),
-        _c("recorded_at", "int"),
-        _c("payload", "blob"),
-    ),
-    primary_key=("position",),
-    unique=(("event_id",), ("stream_id", "seq")),
+    metadata,
+    sa.Column("position", BIGINT, primary_key=True, autoincrement=False),
+    _col("event_id", UUID_BYTES),
+    # Stream ids are short ("run-<id>", "experiment-<id>"); SQL Server's index keys stop at 900 bytes.
+    _col("stream_id", _name().with_variant(mssql.NVARCHAR(200), "mssql")),
+    _col("seq", sa.BigInteger()),
+    _col("event_type", _key()),
+    _col("schema_version", sa.BigInteger()),
+    _col("recorded_at", sa.BigInteger()),
+    _col("payload", BLOB),
+    sa.UniqueConstraint("event_id", name="uq_events_0"),
+    sa.UniqueConstraint("stream_id", "seq", name="uq_events_1"),
 )
 
-# Views: written only by the projector, dropped and rebuilt from the log by `tracker rebuild`.
-VIEWS: Final = (
-    Table(
-        "experiments",
-        (
-            _c("experiment_id", "id"),
-            _c("name", "name"),
-            _c("artifact_location", "text"),
-            _c("lifecycle_stage", "id"),
-            _c("creation_time", "int"),
-            _c("last_update_time", "int"),
-        ),
-        primary_key=("experiment_id",),
-        indexes=(("name",),),
-    ),
-    Table(
-        "experiment_tags",
-        (_c("experiment_id", "id"), _c("tag_key", "key"), _c("tag_value", "text")),
-        primary_key=("experiment_id", "tag_key"),
-    ),
-    Table(
-        "runs",
-        (
-            _c("run_id", "id"),
-            _c("experiment_id", "id"),
-            _c("run_name", "key"),
-            _c("user_id", "key"),
-            _c("status", "id"),
-            _c("start_time", "int"),
-            _c("end_time", "int", nullable=True),
-            _c("deleted_time", "int", nullable=True),
-            _c("lifecycle_stage", "id"),
-            _c("artifact_uri", "text"),
-            _c("parent_run_id", "id", nullable=True),
-        ),
-        primary_key=("run_id",),
-        indexes=(("experiment_id", "start_time"),),
-    ),
-    Table(
-        "run_params",
-        (_c("run_id", "id"), _c("param_key", "key"), _c("param_value", "text")),
-        primary_key=("run_id", "param_key"),
-    ),
-    Table(
-        "run_tags",
-        (_c("run_id", "id"), _c("tag_key", "key"), _c("tag_value", "text")),
-        primary_key=("run_id", "tag_key"),
-    ),
-    Table(
-        "latest_metrics",
-        (
-            _c("run_id", "id"),
-            _c("metric_key", "key"),
-            _c("metric_value", "float", nullable=True),
-            _c("is_nan", "int"),
-            _c("ts", "int"),
-            _c("step", "int"),
-        ),
-        primary_key=("run_id", "metric_key"),
-    ),
-    Table(
-        "metric_chunks",
-        (
-            _c("run_id", "id"),
-            _c("metric_key", "key"),
-            _c("position", "int"),
-            _c("min_step", "int"),
-            _c("max_step", "int"),
-            _c("n", "int"),
-            _c("data", "blob"),
-        ),
-        primary_key=("run_id", "metric_key", "position"),
-    ),
-    Table(
-        "run_inputs",
-        (
-            _c("run_id", "id"),
-            _c("dataset_name", "key"),
-            _c("dataset_digest", "id"),
-            _c("data", "text"),
-        ),
-        primary_key=("run_id", "dataset_name", "dataset_digest"),
-    ),
-    Table(
-        "run_artifacts",
-        (
-            _c("run_id", "id"),
-            _c("path", "name"),
-            _c("size", "int"),
-            _c("sha256", "id"),
-            _c("content_type", "key"),
-            _c("position", "int"),
-        ),
-        primary_key=("run_id", "path"),
-    ),
-    Table(
-        "projection_state",
-        (_c("name", "id"), _c("position", "int")),
-        primary_key=("name",),
-    ),
-)
-
-META: Final = Table(
+schema_versions: Final = sa.Table(
     "tracker_schema",
-    (_c("version", "int"), _c("applied_at", "int")),
-    primary_key=("version",),
+    metadata,
+    sa.Column("version", sa.BigInteger(), primary_key=True, autoincrement=False),
+    _col("applied_at", sa.BigInteger()),
 )
 
-VIEW_NAMES: Final = tuple(t.name for t in VIEWS)
+LOG_TABLES: Final = (schema_versions, events)
 
+# -- projection bookkeeping (owned by the runner, not by any one projection) -----------------
 
-@dataclass(frozen=True, slots=True)
-class Types:
-    id: str
-    key: str
-    name: str
-    text: str
-    int: str
-    float: str
-    blob: str
-    uuid: str
-    pos: str
+projection_state: Final = sa.Table(
+    "projection_state",
+    metadata,
+    sa.Column("name", _id(), primary_key=True),
+    _col("position", sa.BigInteger()),
+    _col("version", sa.BigInteger(), nullable=True),
+)
 
+projection_errors: Final = sa.Table(
+    "projection_errors",
+    metadata,
+    sa.Column("projection", _id(), primary_key=True),
+    sa.Column("position", sa.BigInteger(), primary_key=True, autoincrement=False),
+    _col("event_type", _key()),
+    _col("error", TEXT),
+    _col("recorded_at", sa.BigInteger()),
+)
 
-SQLITE_TYPES: Final = Types(
-    id="TEXT", key="TEXT", name="TEXT", text="TEXT", int="INTEGER", float="REAL",
-    blob="BLOB", uuid="BLOB", pos="INTEGER",
-)  # fmt: skip
-POSTGRES_TYPES: Final = Types(
-    id="VARCHAR(64)", key="VARCHAR(250)", name="VARCHAR(500)", text="TEXT", int="BIGINT",
-    float="DOUBLE PRECISION", blob="BYTEA", uuid="BYTEA", pos="BIGINT",
-)  # fmt: skip
-MYSQL_TYPES: Final = Types(
-    id="VARCHAR(64)", key="VARCHAR(250)", name="VARCHAR(500)", text="LONGTEXT", int="BIGINT",
-    float="DOUBLE", blob="LONGBLOB", uuid="BINARY(16)", pos="BIGINT",
-)  # fmt: skip
-MSSQL_TYPES: Final = Types(
-    id="NVARCHAR(64)", key="NVARCHAR(250)", name="NVARCHAR(450)", text="NVARCHAR(MAX)",
-    int="BIGINT", float="FLOAT", blob="VARBINARY(MAX)", uuid="BINARY(16)", pos="BIGINT",
-)  # fmt: skip
+RUNNER_TABLES: Final = (projection_state, projection_errors)
 
+# -- views: each projection owns its tables, drops and recreates them on rebuild --------------
 
-def create_table_sql(table: Table, types: Types, if_not_exists: bool = True) -> list[str]:
-    """CREATE TABLE and CREATE INDEX statements for one table."""
-    cols = []
-    for c in table.columns:
-        null = "" if c.nullable else " NOT NULL"
-        cols.append(f"{c.name} {getattr(types, c.type)}{null}")
-    cols.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
-    for i, u in enumerate(table.unique):
-        cols.append(f"CONSTRAINT uq_{table.name}_{i} UNIQUE ({', '.join(u)})")
-    guard = "IF NOT EXISTS " if if_not_exists else ""
-    out = [f"CREATE TABLE {guard}{table.name} ({', '.join(cols)})"]
-    for i, idx in enumerate(table.indexes):
-        out.append(f"CREATE INDEX {guard}ix_{table.name}_{i} ON {table.name} ({', '.join(idx)})")
-    return out
+experiments: Final = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("experiment_id", _id(), primary_key=True),
+    _col("name", _name()),
+    _col("artifact_location", TEXT),
+    _col("lifecycle_stage", _id()),
+    _col("creation_time", sa.BigInteger()),
+    _col("last_update_time", sa.BigInteger()),
+    sa.Index("ix_experiments_0", "name"),
+)
+
+experiment_tags: Final = sa.Table(
+    "experiment_tags",
+    metadata,
+    sa.Column("experiment_id", _id(), primary_key=True),
+    sa.Column("tag_key", _key(), primary_key=True),
+    _col("tag_value", TEXT),
+)
+
+runs: Final = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", _id(), primary_key=True),
+    _col("experiment_id", _id()),
+    _col("run_name", _key()),
+    _col("user_id", _key()),
+    _col("status", _id()),
+    _col("start_time", sa.BigInteger()),
+    _col("end_time", sa.BigInteger(), nullable=True),
+    _col("deleted_time", sa.BigInteger(), nullable=True),
+    _col("lifecycle_stage", _id()),
+    _col("artifact_uri", TEXT),
+    _col("parent_run_id", _id(), nullable=True),
+    sa.Index("ix_runs_0", "experiment_id", "start_time"),
+)
+
+run_params: Final = sa.Table(
+    "run_params",
+    metadata,
+    sa.Column("run_id", _id(), primary_key=True),
+    sa.Column("param_key", _key(), primary_key=True),
+    _col("param_value", TEXT),
+)
+
+run_tags: Final = sa.Table(
+    "run_tags",
+    metadata,
+    sa.Column("run_id", _id(), primary_key=True),
+    sa.Column("tag_key", _key(), primary_key=True),
+    _col("tag_value", TEXT),
+)
+
+run_inputs: Final = sa.Table(
+    "run_inputs",
+    metadata,
+    _col("run_id", _id()),
+    _col("dataset_name", _name()),
+    _col("dataset_digest", _id()),
+    _col("data", TEXT),
+    # Nonclustered on SQL Server, whose clustered keys stop at 900 bytes.
+    sa.PrimaryKeyConstraint("run_id", "dataset_name", "dataset_digest", mssql_clustered=False),
+)
+
+run_artifacts: Final = sa.Table(
+    "run_artifacts",
+    metadata,
+    _col("run_id", _id()),
+    _col("path", _name()),
+    _col("size", sa.BigInteger()),
+    _col("sha256", _id()),
+    _col("content_type", _key()),
+    _col("position", sa.BigInteger()),
+    sa.PrimaryKeyConstraint("run_id", "path", mssql_clustered=False),
+)
+
+latest_metrics: Final = sa.Table(
+    "latest_metrics",
+    metadata,
+    sa.Column("run_id", _id(), primary_key=True),
+    sa.Column("metric_key", _key(), primary_key=True),
+    _col("metric_value", DOUBLE, nullable=True),
+    _col("is_nan", sa.SmallInteger()),
+    _col("ts", sa.BigInteger()),
+    _col("step", sa.BigInteger()),
+)
+
+metric_chunks: Final = sa.Table(
+    "metric_chunks",
+    metadata,
+    sa.Column("run_id", _id(), primary_key=True),
+    sa.Column("metric_key", _key(), primary_key=True),
+    sa.Column("position", sa.BigInteger(), primary_key=True, autoincrement=False),
+    # Where the chunk's packed points lie in the payload of the log event at `position`: the
+    # views index the log's bytes instead of keeping a second copy of every point.
+    _col("blob_offset", sa.BigInteger()),
+    _col("blob_size", sa.BigInteger()),
+    _col("n", sa.BigInteger()),
+    _col("min_step", sa.BigInteger()),
+    _col("max_step", sa.BigInteger()),
+    # Summaries for downsampling: a chunk lying inside one bucket needs no unpacking. Values
+    # exclude NaN (counted apart); NULL where the chunk has no such point.
+    _col("nan_count", sa.BigInteger()),
+    _col("min_value", DOUBLE, nullable=True),
+    _col("min_value_step", sa.BigInteger(), nullable=True),
+    _col("max_value", DOUBLE, nullable=True),
+    _col("max_value_step", sa.BigInteger(), nullable=True),
+    _col("first_step", sa.BigInteger()),
+    _col("first_ts", sa.BigInteger()),
+    _col("first_value", DOUBLE, nullable=True),
+    _col("last_step", sa.BigInteger()),
+    _col("last_ts", sa.BigInteger()),
+    _col("last_value", DOUBLE, nullable=True),
+    sa.Index("ix_metric_chunks_0", "run_id", "metric_key", "min_step"),
+)
+
+BLOB_COLUMNS: Final = tuple(
+    (t.name, c.name) for t in metadata.sorted_tables for c in t.columns if c.type is BLOB
+)
+"""(table, column) of every blob column: PostgreSQL stores them uncompressed, out of line."""

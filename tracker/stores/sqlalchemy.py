@@ -1,4 +1,4 @@
-"""SqlAlchemyEventStore: the log and views in MySQL/MariaDB, PostgreSQL or SQLite via SQLAlchemy."""
+"""SqlAlchemyEventStore: the log and views in MySQL/MariaDB, PostgreSQL, SQLite or SQL Server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import sqlalchemy as sa
+
 from tracker.errors import (
     InvalidInputError,
     NotFoundError,
@@ -20,27 +22,20 @@ from tracker.errors import (
     TrackerError,
 )
 from tracker.events import NewEvent, RecordedEvent
-from tracker.stores.base import (
-    INSERT_EVENTS,
-    Dialect,
-    Encoded,
-    EventStore,
-    Row,
-    numbered,
-)
+from tracker.stores.base import E, Encoded, Row, SqlEventStore, numbered
 from tracker.stores.postgres import (
-    FORBID_EVENT_CHANGES_SQL,
+    APPEND_ONLY_DDL,
     LOCK_LOG_SQL,
     LOCK_PROJECTION_SQL,
     LOCK_SCHEMA_SQL,
-    TABLE_EXISTS_SQL,
+    TABLE_EXISTS,
     UNIQUE_VIOLATION,
     is_unavailable_sqlstate,
-    mask_password,
-    postgres_ddl,
+    postgres_ddl_extras,
     sqlstate,
 )
-from tracker.stores.schema import MYSQL_TYPES, POSTGRES_TYPES, SQLITE_TYPES, Table, create_table_sql
+from tracker.stores.sql import DIALECTS, Params, Statement, insert
+from tracker.stores.uris import mask_password
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -51,35 +46,52 @@ ASYNC_DRIVERS: Final = {
     "mysql": ("aiomysql", {"pymysql", "mysqldb", "mysqlconnector", "mariadbconnector"}),
     "mariadb": ("aiomysql", {"pymysql", "mysqldb", "mysqlconnector", "mariadbconnector"}),
     "sqlite": ("aiosqlite", {"pysqlite"}),
+    "mssql": ("aioodbc", {"pyodbc", "pymssql"}),
 }
 _EXTRAS: Final = {
-    "postgresql": "postgres",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "sqlite": "sqlalchemy",
-}
-_PARAMSTYLES: Final = {
-    "qmark": "qmark", "format": "format", "pyformat": "format", "numeric_dollar": "numeric_dollar",
+    "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlalchemy",
+    "mssql": "mssql",
 }  # fmt: skip
-_LOCK_WAIT: Final = 120  # seconds a MySQL appender, projector or upgrader waits for its lock
-# MySQL errors a retry resolves (the writer retries them): the server is gone, restarting or
-# full of connections, or a lock wait timed out or deadlocked.
+_LOCK_WAIT: Final = 120  # seconds an appender, projector or upgrader waits for its lock
+# MySQL errors a retry resolves: the server is gone, restarting or full of connections, or a
+# lock wait timed out or deadlocked.
 _MYSQL_UNAVAILABLE: Final = frozenset(
     {1040, 1053, 1205, 1213, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2045, 2055, 4031}
 )
 _MYSQL_DUPLICATE: Final = frozenset({1062, 1586})
+_MSSQL_DUPLICATE: Final = ("(2627)", "(2601)")
 _MAX_OVERFLOW: Final = 10
 _POSTGRES_LOCKS: Final = {
     "log": LOCK_LOG_SQL, "projection": LOCK_PROJECTION_SQL, "schema": LOCK_SCHEMA_SQL,
 }  # fmt: skip
 _IN_DOUBT_TIMEOUT: Final = 30.0
+_INSERT_EVENTS: Final = insert(E)
+_HEAD: Final = sa.select(sa.func.max(E.c.position))
+_MYSQL_GET_LOCK: Final = sa.text("SELECT GET_LOCK(:name, :wait)")
+_MYSQL_RELEASE_LOCK: Final = sa.text("SELECT RELEASE_LOCK(:name)")
+_MSSQL_GET_LOCK: Final = sa.text(
+    "DECLARE @r int; EXEC @r = sp_getapplock @Resource = :name, @LockMode = 'Exclusive', "
+    "@LockOwner = 'Transaction', @LockTimeout = :wait_ms; SELECT @r"
+)
+_TABLE_EXISTS: Final = {
+    "postgresql": TABLE_EXISTS,
+    "mysql": sa.text(
+        "SELECT COUNT(*) FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_name = :t"
+    ),
+    "sqlite": sa.text("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = :t"),
+    "mssql": sa.text(
+        "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES "
+        "WHERE TABLE_NAME = :t AND TABLE_SCHEMA = SCHEMA_NAME()"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class _Flavour:
-    """What differs per database beyond the Dialect: how transactions begin."""
+    """What differs per database beyond SQL: how transactions begin."""
 
-    kind: str
+    family: str
     begin_write: tuple[str, ...]
     begin_read: tuple[str, ...]
 
@@ -97,12 +109,18 @@ _FLAVOURS: Final = {
          "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"),
     ),
     "sqlite": _Flavour("sqlite", ("BEGIN IMMEDIATE",), ("BEGIN",)),
+    # Not tested against a live server (there is none here); the statements compile in tests.
+    "mssql": _Flavour(
+        "mssql", ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "BEGIN TRANSACTION"),
+        ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "BEGIN TRANSACTION"),
+    ),
 }  # fmt: skip
 
 
 def async_url(uri: str) -> str:
     """The SQLAlchemy URL with an asyncio driver: `mysql://` and `mysql+pymysql://` become
-    `mysql+aiomysql://`, `postgresql+psycopg2://` becomes `postgresql+asyncpg://`."""
+    `mysql+aiomysql://`, `postgresql+psycopg2://` becomes `postgresql+asyncpg://`,
+    `mssql+pyodbc://` becomes `mssql+aioodbc://`."""
     from sqlalchemy.engine import make_url
 
     try:
@@ -113,7 +131,7 @@ def async_url(uri: str) -> str:
     if backend not in ASYNC_DRIVERS:
         raise InvalidInputError(
             f"SqlAlchemyEventStore does not support {backend!r} URIs: use postgresql://, "
-            "mysql://, mariadb:// or sqlite+aiosqlite://"
+            "mysql://, mariadb://, mssql+aioodbc:// or sqlite+aiosqlite://"
         )
     default, sync_drivers = ASYNC_DRIVERS[backend]
     if not driver or driver in sync_drivers:
@@ -122,33 +140,37 @@ def async_url(uri: str) -> str:
 
 
 class _Session:
-    __slots__ = ("conn", "held", "style")
+    __slots__ = ("conn", "held")
 
-    def __init__(self, conn: AsyncConnection, style: str) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.style = style
         self.held: list[str] = []
         """MySQL named locks to release after the transaction ends."""
 
-    def _plain(self, sql: str, params: Sequence[Any]) -> str:
-        # Without parameters the driver does no %-formatting, so undo the Dialect's escaping.
-        return sql.replace("%%", "%") if self.style == "format" and not params else sql
+    async def execute(self, statement: Statement, params: Params | None = None) -> int:
+        result = await self.conn.execute(statement, dict(params or {}))
+        return int(result.rowcount or 0)
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        await self.conn.exec_driver_sql(self._plain(sql, params), tuple(params))
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def executemany(self, statement: Statement, rows: Sequence[Params]) -> None:
         if rows:
-            await self.conn.exec_driver_sql(sql, [tuple(r) for r in rows])
+            await self.conn.execute(statement, [dict(r) for r in rows])
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        result = await self.conn.exec_driver_sql(self._plain(sql, params), tuple(params))
+    async def fetchall(self, statement: Statement, params: Params | None = None) -> list[Row]:
+        result = await self.conn.execute(statement, dict(params or {}))
         return [tuple(r) for r in result.fetchall()]
 
+    async def execute_batch(self, ops: Sequence[tuple[Statement, Sequence[Params]]]) -> None:
+        for statement, rows in ops:
+            await self.executemany(statement, rows)
 
-class SqlAlchemyEventStore(EventStore):
+    async def execute_raw(self, sql: str) -> None:
+        await self.conn.exec_driver_sql(sql)
+
+
+class SqlAlchemyEventStore(SqlEventStore):
     """The log and views through SQLAlchemy's asyncio engine: MySQL and MariaDB (aiomysql;
-    asyncmy untested), PostgreSQL (asyncpg; psycopg untested) and SQLite (aiosqlite).
+    asyncmy untested), PostgreSQL (asyncpg; psycopg untested), SQLite (aiosqlite) and SQL
+    Server (aioodbc; compiled and unit-tested only: no live SQL Server has been tested).
     Transactions are begun and ended with explicit SQL on AUTOCOMMIT connections, so every
     database gets the isolation and locking the contract needs, not the driver's default.
 
@@ -159,9 +181,11 @@ class SqlAlchemyEventStore(EventStore):
     never finds a smaller position committing later. Named locks belong to the session, not
     the transaction, so they also hold across the implicit commits of MySQL DDL: two processes
     creating the schema at once, or a rebuild, stay serialised. SQLite: BEGIN IMMEDIATE.
+    SQL Server: sp_getapplock owned by the transaction.
 
     `schema` (PostgreSQL) sets the search_path; the schema must exist. NaN and ±Inf cannot be
-    stored in MySQL float columns: views keep NaN as a flag and clamp ±Inf, the log is exact.
+    stored in MySQL or SQL Server float columns: views keep NaN as a flag and clamp ±Inf, the
+    log is exact.
     """
 
     def __init__(
@@ -173,23 +197,20 @@ class SqlAlchemyEventStore(EventStore):
         connect_args: Mapping[str, Any] | None = None,
         artifact_root: str | None = None,
     ) -> None:
-        try:
-            from sqlalchemy.engine import make_url
-        except ImportError as exc:
-            extra = _EXTRAS.get(url.split(":", 1)[0].split("+")[0].lower(), "sqlalchemy")
-            raise InvalidInputError(
-                f"{exc.name or 'sqlalchemy'} is not installed: pip install 'tracker[{extra}]'"
-            ) from exc
+        from sqlalchemy.engine import make_url
+
         self._url = async_url(url)
         parsed = make_url(self._url)
         self.uri = mask_password(self._url)
         self.default_artifact_root = artifact_root or os.path.abspath("mlruns")
         backend = parsed.get_backend_name()
         self._flavour = _FLAVOURS["mysql" if backend == "mariadb" else backend]
+        self.family = self._flavour.family
+        self.supports_nan = self.family not in ("mysql", "mssql")
         self._driver = parsed.get_driver_name()
         self._connect_args = dict(connect_args or {})
         if schema is not None:
-            if self._flavour.kind != "postgresql":
+            if self.family != "postgresql":
                 raise InvalidInputError(
                     "schema= applies to PostgreSQL only: name the database in the URL"
                 )
@@ -203,34 +224,25 @@ class SqlAlchemyEventStore(EventStore):
         self._engine: AsyncEngine | None = None
         self._lock_prefix = ""
         self._collation = "utf8mb4_bin"
-        self.dialect = self._make_dialect()
+        self._check_driver()
 
     def __repr__(self) -> str:
         return f"SqlAlchemyEventStore({self.uri!r})"
 
-    def _make_dialect(self) -> Dialect:
-        kind = self._flavour.kind
+    def _check_driver(self) -> None:
         try:
             from sqlalchemy.dialects import registry
 
-            dbapi = registry.load(make_drivername(self._url)).import_dbapi()
+            registry.load(make_drivername(self._url)).import_dbapi()
         except ImportError as exc:
-            default, _ = ASYNC_DRIVERS[kind]
+            default, _ = ASYNC_DRIVERS[self.family]
             if self._driver == default:
-                hint = f"pip install 'tracker[{_EXTRAS[kind]}]'"
+                hint = f"pip install 'tracker[{_EXTRAS[self.family]}]'"
             else:
-                hint = f"pip install {exc.name or self._driver}, or use {kind}:// ({default})"
+                hint = (
+                    f"pip install {exc.name or self._driver}, or use {self.family}:// ({default})"
+                )
             raise InvalidInputError(f"{exc.name or self._driver} is not installed: {hint}") from exc
-        style = _PARAMSTYLES.get(getattr(dbapi, "paramstyle", ""), "")
-        if kind == "postgresql" and self._driver == "asyncpg":
-            style = "numeric_dollar"  # the adapter binds $n natively
-        if not style:
-            raise InvalidInputError(f"the {self._driver} driver's paramstyle is not supported")
-        if kind == "postgresql":
-            return Dialect("postgres", POSTGRES_TYPES, paramstyle=style)
-        if kind == "mysql":
-            return Dialect("mysql", MYSQL_TYPES, paramstyle=style, supports_nan=False)
-        return Dialect("sqlite", SQLITE_TYPES, paramstyle=style)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -241,14 +253,14 @@ class SqlAlchemyEventStore(EventStore):
         from sqlalchemy.engine import make_url
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        kind = self._flavour.kind
+        family = self.family
         connect_args = dict(self._connect_args)
         database = make_url(self._url).database
-        if kind == "sqlite" and database and database != ":memory:":
+        if family == "sqlite" and database and database != ":memory:":
             if not create and not await asyncio.to_thread(os.path.isfile, database):
                 raise NotFoundError(f"no tracker store at {database}: the file does not exist")
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        if kind == "mysql":
+            await asyncio.to_thread(Path(database).parent.mkdir, parents=True, exist_ok=True)
+        if family == "mysql":
             connect_args.setdefault("charset", "utf8mb4")
             if self._driver == "aiomysql":
                 _mend_aiomysql()
@@ -256,15 +268,15 @@ class SqlAlchemyEventStore(EventStore):
             self._url, isolation_level="AUTOCOMMIT", pool_size=self._pool_size, max_overflow=_MAX_OVERFLOW,
             pool_recycle=3600, pool_reset_on_return=None, connect_args=connect_args,
         )  # fmt: skip
-        event.listen(engine.sync_engine, "connect", _ON_CONNECT[kind])
+        event.listen(engine.sync_engine, "connect", _ON_CONNECT[family])
         self._engine = engine
         try:
-            if kind == "mysql":
+            if family == "mysql":
                 async with self.transaction() as s:
-                    rows = await s.fetchall("SELECT DATABASE()")
+                    rows = await s.fetchall(sa.text("SELECT DATABASE()"))
                 # Named locks are server-wide: key them by database, within the 64-char limit.
-                database = str(rows[0][0] or "")
-                self._lock_prefix = "tracker." + hashlib.sha1(database.encode()).hexdigest()[:24]
+                name = str(rows[0][0] or "")
+                self._lock_prefix = "tracker." + hashlib.sha1(name.encode()).hexdigest()[:24]
                 self._collation = await self._mysql_collation()
             await self.upgrade(create)
         except BaseException:
@@ -284,7 +296,7 @@ class SqlAlchemyEventStore(EventStore):
             return True
         if is_unavailable_sqlstate(sqlstate(exc)):
             return True
-        if self._flavour.kind == "mysql" and _mysql_code(exc) in _MYSQL_UNAVAILABLE:
+        if self.family == "mysql" and _mysql_code(exc) in _MYSQL_UNAVAILABLE:
             return True
         orig = getattr(exc, "orig", None)
         return isinstance(exc, OSError | TimeoutError) or isinstance(orig, OSError | TimeoutError)
@@ -295,9 +307,9 @@ class SqlAlchemyEventStore(EventStore):
         if isinstance(exc, TrackerError):
             return exc
         if self._unavailable(exc):
-            return StoreUnavailableError(f"{self._flavour.kind} is unavailable: {_message(exc)}")
-        if isinstance(exc, SQLAlchemyError):
-            return StoreError(f"{self._flavour.kind}: {_message(exc)}")
+            return StoreUnavailableError(f"{self.family} is unavailable: {_message(exc)}")
+        if isinstance(exc, SQLAlchemyError | UnicodeEncodeError):
+            return StoreError(f"{self.family}: {_message(exc)}")
         return exc
 
     @asynccontextmanager
@@ -313,7 +325,7 @@ class SqlAlchemyEventStore(EventStore):
                 conn = await engine.connect()
             except Exception as exc:
                 raise self._translate(exc) from exc
-            session = _Session(conn, self.dialect.paramstyle)
+            session = _Session(conn)
             try:
                 for stmt in begin:
                     await conn.exec_driver_sql(stmt)
@@ -358,29 +370,24 @@ class SqlAlchemyEventStore(EventStore):
 
     # -- the log -------------------------------------------------------------------------------
 
-    async def _append(self, unique: dict[bytes, NewEvent], encoded: Encoded) -> list[RecordedEvent]:
-        # As PostgresEventStore. If the connection is lost mid-append, the log itself says
-        # whether the batch committed (see _committed).
-        return await self._append_optimistically(unique, encoded)
-
     async def _insert(
-        self, unique: dict[bytes, NewEvent], encoded: Encoded,
-        *, skip_known: bool,
-    ) -> list[RecordedEvent]:  # fmt: skip
+        self, unique: dict[bytes, NewEvent], encoded: Encoded, *, skip_known: bool
+    ) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
         try:
             async with self.transaction() as s:
                 await self._lock_log(s)
                 fresh = list(unique.values())
                 if skip_known:
-                    known = await self._known_ids(s, list(unique))
+                    known = await self._known_ids_in(s, list(unique))
                     fresh = [e for e in fresh if e.event_id not in known]
                     if not fresh:
                         return []
-                head = int((await s.fetchall("SELECT MAX(position) FROM events"))[0][0] or 0)
+                head = int((await s.fetchall(_HEAD))[0][0] or 0)
                 rows, out = numbered(fresh, encoded, head)
-                await s.executemany(self.dialect.sql(INSERT_EVENTS), rows)
+                await s.executemany(_INSERT_EVENTS, rows)
         except StoreUnavailableError:
+            # If the connection is lost mid-append, the log itself says whether it committed.
             if not out or not await self._committed(out[0]):
                 raise
         except StoreError as exc:
@@ -390,21 +397,15 @@ class SqlAlchemyEventStore(EventStore):
         return out
 
     async def _committed(self, first: RecordedEvent) -> bool:
-        """Whether an append whose COMMIT went unanswered is in the log. Under the log lock no
-        append is in flight any more, and a batch is all in or all out: it committed exactly
-        when its first event is at the position it was given. Raises StoreUnavailableError if
-        the database cannot be asked in time."""
+        """Whether an append whose COMMIT went unanswered is in the log; raises
+        StoreUnavailableError if the database cannot be asked in time."""
         deadline = time.monotonic() + _IN_DOUBT_TIMEOUT
         delay = 0.02
         while True:
             try:
                 async with self.transaction() as s:
                     await self._lock_log(s)
-                    rows = await s.fetchall(
-                        self.dialect.sql("SELECT position FROM events WHERE event_id = ?"),
-                        (first.event_id,),
-                    )
-                return bool(rows) and int(rows[0][0]) == first.position
+                    return await self._committed_at(s, first)
             except StoreUnavailableError:
                 if time.monotonic() > deadline:
                     raise
@@ -413,9 +414,9 @@ class SqlAlchemyEventStore(EventStore):
 
     # -- locks and schema --------------------------------------------------------------------
 
-    async def _named_lock(self, session: Any, name: str) -> None:
+    async def _named_lock(self, session: _Session, name: str) -> None:
         full = f"{self._lock_prefix}.{name}"
-        rows = await session.fetchall(self.dialect.sql("SELECT GET_LOCK(?, ?)"), (full, _LOCK_WAIT))
+        rows = await session.fetchall(_MYSQL_GET_LOCK, {"name": full, "wait": _LOCK_WAIT})
         if rows[0][0] != 1:
             raise StoreUnavailableError(
                 f"waited {_LOCK_WAIT}s for MySQL lock {name!r}: another tracker process holds it"
@@ -425,20 +426,23 @@ class SqlAlchemyEventStore(EventStore):
     async def _release_locks(self, session: _Session) -> bool:
         try:
             while session.held:
-                await session.conn.exec_driver_sql(
-                    self.dialect.sql("SELECT RELEASE_LOCK(?)"), (session.held[-1],)
-                )
+                await session.execute(_MYSQL_RELEASE_LOCK, {"name": session.held[-1]})
                 session.held.pop()
         except Exception:
             return False
         return True
 
     async def _lock(self, session: Any, name: str) -> None:
-        kind = self._flavour.kind
-        if kind == "postgresql":
-            await session.execute(_POSTGRES_LOCKS[name])
-        elif kind == "mysql":
+        if self.family == "postgresql":
+            await session.execute_raw(_POSTGRES_LOCKS[name])
+        elif self.family == "mysql":
             await self._named_lock(session, name)
+        elif self.family == "mssql":
+            rows = await session.fetchall(
+                _MSSQL_GET_LOCK, {"name": f"tracker.{name}", "wait_ms": _LOCK_WAIT * 1000}
+            )
+            if int(rows[0][0]) < 0:
+                raise StoreUnavailableError(f"waited {_LOCK_WAIT}s for SQL Server lock {name!r}")
         # SQLite: BEGIN IMMEDIATE already holds the database's single write lock.
 
     async def _lock_log(self, session: Any) -> None:
@@ -451,17 +455,7 @@ class SqlAlchemyEventStore(EventStore):
         await self._lock(session, "schema")
 
     async def _table_exists(self, session: Any, table: str) -> bool:
-        kind = self._flavour.kind
-        if kind == "postgresql":
-            sql = TABLE_EXISTS_SQL
-        elif kind == "mysql":
-            sql = (
-                "SELECT COUNT(*) FROM information_schema.tables "
-                "WHERE table_schema = DATABASE() AND table_name = ?"
-            )
-        else:
-            sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
-        rows = await session.fetchall(self.dialect.sql(sql), (table,))
+        rows = await session.fetchall(_TABLE_EXISTS[self.family], {"t": table})
         return bool(rows[0][0])
 
     async def _mysql_collation(self) -> str:
@@ -469,8 +463,10 @@ class SqlAlchemyEventStore(EventStore):
         as in every other backend (MySQL's defaults are case-insensitive and pad spaces)."""
         async with self.snapshot() as s:
             rows = await s.fetchall(
-                "SELECT collation_name FROM information_schema.collations "
-                "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')"
+                sa.text(
+                    "SELECT collation_name FROM information_schema.collations "
+                    "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')"
+                )
             )
         names = {r[0] for r in rows}
         for name in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin"):
@@ -478,44 +474,49 @@ class SqlAlchemyEventStore(EventStore):
                 return name
         return "utf8mb4_bin"
 
-    def ddl(self, tables: Sequence[Table]) -> list[str]:
-        if self._flavour.kind == "postgresql":
-            return postgres_ddl(tables)
-        if self._flavour.kind != "mysql":
-            return super().ddl(tables)
+    def ddl(self, table: sa.Table) -> list[str]:
+        if self.family == "postgresql":
+            out = super().ddl(table)
+            return out + [s for s in postgres_ddl_extras() if f" {table.name} " in s]
+        if self.family != "mysql":
+            return super().ddl(table)
         # MySQL commits each DDL statement by itself, so a crash can leave part of the schema:
-        # every table is created whole (indexes inline; MySQL has no CREATE INDEX IF NOT
-        # EXISTS) and IF NOT EXISTS, so that the next start completes it.
-        out = []
-        for t in tables:
-            create, *_ = create_table_sql(t, self.dialect.types, if_not_exists=True)
-            indexes = "".join(
-                f", INDEX ix_{t.name}_{i} ({', '.join(cols)})" for i, cols in enumerate(t.indexes)
-            )
-            options = f"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={self._collation}"
-            out.append(f"{create[:-1]}{indexes}) {options}")
+        # every statement is IF NOT EXISTS, so that the next start completes it.
+        dialect = DIALECTS["mysql"]
+        create = str(sa.schema.CreateTable(table, if_not_exists=True).compile(dialect=dialect))
+        options = f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={self._collation}"
+        out = [create.strip() + options]
+        out += [
+            str(sa.schema.CreateIndex(i, if_not_exists=True).compile(dialect=dialect))
+            for i in table.indexes
+        ]
         return out
 
-    async def _forbid_event_changes(self, session: Any) -> None:
-        kind = self._flavour.kind
-        if kind == "postgresql":
-            for stmt in FORBID_EVENT_CHANGES_SQL:
-                await session.execute(stmt)
-            return
+    def _append_only_ddl(self) -> list[str]:
+        if self.family == "postgresql":
+            return list(APPEND_ONLY_DDL)
+        if self.family == "mssql":
+            return [
+                "CREATE TRIGGER events_append_only ON events INSTEAD OF UPDATE, DELETE AS "
+                "BEGIN THROW 51000, 'the event log is append-only: UPDATE and DELETE are "
+                "refused', 1; END"
+            ]
+        out = []
         for op in ("UPDATE", "DELETE"):
             name = f"events_no_{op.lower()}"
             message = f"the event log is append-only: {op} is refused"
-            if kind == "mysql":
-                await session.execute(f"DROP TRIGGER IF EXISTS {name}")
-                await session.execute(
+            if self.family == "mysql":
+                out.append(f"DROP TRIGGER IF EXISTS {name}")
+                out.append(
                     f"CREATE TRIGGER {name} BEFORE {op} ON events FOR EACH ROW "
                     f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
                 )
             else:
-                await session.execute(
+                out.append(
                     f"CREATE TRIGGER {name} BEFORE {op} ON events "
                     f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
                 )
+        return out
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
         seen: BaseException | None = exc
@@ -525,12 +526,10 @@ class SqlAlchemyEventStore(EventStore):
             orig = getattr(seen, "orig", None)
             if sqlstate(seen) == UNIQUE_VIOLATION or _mysql_code(seen) in _MYSQL_DUPLICATE:
                 return True
-            if (
-                orig is not None
-                and type(orig).__name__ == "IntegrityError"
-                and "UNIQUE" in str(orig)
-            ):
-                return True
+            if orig is not None and type(orig).__name__ == "IntegrityError":
+                text = str(orig)
+                if "UNIQUE" in text or any(code in text for code in _MSSQL_DUPLICATE):
+                    return True
             seen = seen.__cause__
         return False
 
@@ -595,4 +594,7 @@ def _no_setup(dbapi_connection: Any, _record: Any) -> None:
     pass
 
 
-_ON_CONNECT: Final = {"mysql": _mysql_connect, "sqlite": _sqlite_connect, "postgresql": _no_setup}
+_ON_CONNECT: Final = {
+    "mysql": _mysql_connect, "sqlite": _sqlite_connect, "postgresql": _no_setup,
+    "mssql": _no_setup,
+}  # fmt: skip

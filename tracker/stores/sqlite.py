@@ -1,142 +1,276 @@
-"""SQLiteEventStore: the embedded default, one SQLite file in WAL mode through aiosqlite."""
+"""SQLiteEventStore: the embedded default, one SQLite file in WAL mode, each connection on a thread."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-import aiosqlite
+import sqlalchemy as sa
 
 from tracker.errors import NotFoundError, StoreError, StoreUnavailableError
-from tracker.stores.base import Dialect, EventStore, Row
-from tracker.stores.schema import SQLITE_TYPES
+from tracker.events import NewEvent, RecordedEvent
+from tracker.stores.base import (
+    E,
+    Encoded,
+    Row,
+    SqlEventStore,
+    known_ids_statement,
+    numbered,
+)
+from tracker.stores.sql import Params, Statement, chunks, compiled, in_params, insert
 
-SQLITE: Final = Dialect("sqlite", SQLITE_TYPES)
+T = TypeVar("T")
 _SYNCHRONOUS: Final = ("off", "normal", "full", "extra")
+_INSERT_EVENTS: Final = insert(E)
+_HEAD: Final = sa.select(sa.func.max(E.c.position))
+# SQLite result codes worth a retry: busy or locked (another process writes), full (space may
+# come back), I/O errors (a network file system's hiccup).
+_TRANSIENT: Final = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR"})
+
+
+class _Connection:
+    """A sqlite3 connection used only from its own thread.
+
+    Why not aiosqlite: it hops to its thread once per statement and offers no public way to run
+    a whole transaction in one hop. Under a training loop that holds the GIL, each hop waits for
+    the loop, so a batch of twenty statements took seconds; here an append is one hop.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the connection's thread, translating sqlite3's errors."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, fn)
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            raise StoreError(f"the SQLite connection to {self.path} is closed")
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            raise translate(self.path, exc) from exc
+
+    async def connect(self, target: str, pragmas: Sequence[str]) -> None:
+        def connect() -> None:
+            conn = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False)
+            try:
+                for pragma in pragmas:
+                    conn.execute(f"PRAGMA {pragma}").fetchall()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def translate(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The tracker error for a sqlite3 error: what is worth a retry is StoreUnavailableError."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    base = name.split("_", 2)[:2]
+    family = "_".join(base)
+    if family == "SQLITE_FULL":
+        return StoreUnavailableError(
+            f"disk full at {path}: {exc}; free space there (writes are retried until it is back)"
+        )
+    if family in _TRANSIENT or (not name and "locked" in str(exc)):
+        return StoreUnavailableError(f"SQLite at {path} is busy or failing: {exc}")
+    return StoreError(f"SQLite at {path}: {exc}")
+
+
+def _execute(sql: str, args: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
+    return lambda c: c.execute(sql, args).rowcount
+
+
+def _fetch(sql: str, args: tuple[Any, ...]) -> Callable[[sqlite3.Connection], list[Row]]:
+    return lambda c: [tuple(r) for r in c.execute(sql, args).fetchall()]
 
 
 class _Session:
-    __slots__ = ("_conn",)
+    """Statements of one transaction. BEGIN travels with the first statement and pending
+    batches with the next read or the COMMIT, so a short transaction is one or two hops."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    __slots__ = ("_begin", "_conn", "_pending")
+
+    def __init__(self, conn: _Connection, begin: str) -> None:
         self._conn = conn
+        self._begin: str | None = begin
+        self._pending: list[tuple[str, list[tuple[Any, ...]]]] = []
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        await (await self._conn.execute(sql, params)).close()
+    def _prologue(self, c: sqlite3.Connection) -> None:
+        if self._begin is not None:
+            c.execute(self._begin)
+            self._begin = None
+        pending, self._pending = self._pending, []
+        for sql, rows in pending:
+            c.executemany(sql, rows)
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await (await self._conn.executemany(sql, rows)).close()
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run(c: sqlite3.Connection) -> T:
+            self._prologue(c)
+            return fn(c)
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        rows = await self._conn.execute_fetchall(sql, params)
-        return [tuple(r) for r in rows]
+        return await self._conn.call(run)
+
+    async def execute(self, statement: Statement, params: Params | None = None) -> int:
+        cp = compiled(statement, "sqlite")
+        return await self._call(_execute(cp.sql, cp.args(params)))
+
+    async def executemany(self, statement: Statement, rows: Sequence[Params]) -> None:
+        await self.execute_batch([(statement, rows)])
+
+    async def fetchall(self, statement: Statement, params: Params | None = None) -> list[Row]:
+        cp = compiled(statement, "sqlite")
+        return await self._call(_fetch(cp.sql, cp.args(params)))
+
+    async def execute_batch(self, ops: Sequence[tuple[Statement, Sequence[Params]]]) -> None:
+        for statement, rows in ops:
+            if rows:
+                cp = compiled(statement, "sqlite")
+                self._pending.append((cp.sql, [cp.args(r) for r in rows]))
+
+    async def execute_raw(self, sql: str) -> None:
+        await self._call(lambda c: c.execute(sql).fetchall())
+
+    async def _end(self, commit: bool) -> None:
+        def end(c: sqlite3.Connection) -> None:
+            if commit:
+                self._prologue(c)
+            if c.in_transaction:
+                c.execute("COMMIT" if commit else "ROLLBACK")
+
+        if self._begin is not None and not self._pending:
+            return  # nothing ran: no transaction was begun
+        try:
+            await self._conn.call(end)
+        except BaseException:
+            if commit:
+                await asyncio.shield(self._conn.call(_rollback))
+            raise
 
 
-class SQLiteEventStore(EventStore):
-    """The log and views in one SQLite file. One write connection (writes are serialised by
-    SQLite anyway; BEGIN IMMEDIATE takes the file's write lock, which also orders appends
-    across processes) and one read connection, which WAL lets read while a write is open.
+def _rollback(c: sqlite3.Connection) -> None:
+    if c.in_transaction:
+        c.execute("ROLLBACK")
+
+
+class SQLiteEventStore(SqlEventStore):
+    """The log and views in one SQLite file. One write connection (BEGIN IMMEDIATE takes the
+    file's write lock, which also orders appends across processes) and one read connection,
+    which WAL lets read while a write is open; each on its own thread.
 
     `synchronous` is SQLite's PRAGMA: "full" (default) makes every commit durable against
     power loss; "normal" survives process crashes but may lose the last commits on power loss.
+    `path` may be ":memory:" for a throwaway database (one connection, for tests).
     """
 
-    dialect = SQLITE
+    family = "sqlite"
 
     def __init__(
         self, path: str | Path, *, synchronous: str = "full", artifact_root: str | None = None
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+        self.memory = str(path) == ":memory:"
         self.path = Path(path)
-        self.uri = f"sqlite:///{self.path}"
+        self.uri = "sqlite://:memory:" if self.memory else f"sqlite:///{self.path}"
         self.synchronous = synchronous
-        self.default_artifact_root = artifact_root or str(self.path.parent.resolve())
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self.default_artifact_root = artifact_root or (
+            None if self.memory else str(self.path.parent.resolve())
+        )
+        self._writer: _Connection | None = None
+        self._reader: _Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
+        self._read_lock = self._write_lock if self.memory else asyncio.Lock()
 
-    async def _connect(self, create: bool) -> aiosqlite.Connection:
-        # mode=rw never creates the file, so a read finds out that no store is there.
-        target = f"{self.path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
-        conn = await aiosqlite.connect(target, isolation_level=None, uri=True)
-        try:
-            for pragma in (
-                "busy_timeout = 30000",
-                f"synchronous = {self.synchronous}",
-                "cache_size = -65536",
-            ):
-                await conn.execute_fetchall(f"PRAGMA {pragma}")
-        except BaseException:
-            await conn.close()  # its thread would otherwise keep the process alive
-            raise
-        return conn
+    def __repr__(self) -> str:
+        return f"SQLiteEventStore({str(self.path)!r})"
 
     async def open(self, create: bool = True) -> None:
         if self._writer is not None:
             return
-        if not create and not self.path.is_file():
+        if not self.memory and not create and not self.path.is_file():
             raise NotFoundError(
                 f"no tracker store at {self.path}: the file does not exist; check the path "
                 "(or log a run there first)"
             )
+        pragmas = ["busy_timeout = 30000", f"synchronous = {self.synchronous}",
+                   "cache_size = -65536"]  # fmt: skip
         try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = await self._connect(create)
-            await self._writer.execute_fetchall("PRAGMA journal_mode = WAL")
-            self._reader = await self._connect(create)
+            if self.memory:
+                self._writer = self._reader = _Connection(self.path)
+                await self._writer.connect(":memory:", pragmas)
+            else:
+                if create:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                # mode=rw never creates the file, so a read finds out that no store is there.
+                target = f"{self.path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
+                self._writer = _Connection(self.path)
+                await self._writer.connect(target, [*pragmas, "journal_mode = WAL"])
+                self._reader = _Connection(self.path)
+                await self._reader.connect(target, pragmas)
             await self.upgrade(create)
         except BaseException as exc:
             await self.aclose()
-            if isinstance(exc, sqlite3.Error | OSError):
-                raise _open_error(self.path, exc) from exc
+            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+            if isinstance(cause, sqlite3.Error):
+                raise _open_error(self.path, cause) from exc
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
             raise
 
     async def aclose(self) -> None:
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await conn.close()
+        conns = {id(c): c for c in (self._writer, self._reader) if c is not None}
         self._writer = self._reader = None
+        for conn in conns.values():
+            await conn.close()
+
+    def _conn(self, reader: bool) -> _Connection:
+        conn = self._reader if reader else self._writer
+        if conn is None:
+            raise StoreError("the store is not open: call `await store.open()` first")
+        return conn
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Session]:
-        if self._writer is None:
-            raise StoreError("the store is not open: call `await store.open()` first")
-        async with self._write_lock:
-            conn = self._writer
+    async def _session(
+        self, lock: asyncio.Lock, conn: _Connection, begin: str
+    ) -> AsyncIterator[_Session]:
+        async with lock:
+            session = _Session(conn, begin)
             try:
-                await conn.execute_fetchall("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailableError(f"SQLite is busy or unavailable: {exc}") from exc
-            try:
-                yield _Session(conn)
+                yield session
             except BaseException:
-                await conn.execute_fetchall("ROLLBACK")
+                await asyncio.shield(session._end(commit=False))
                 raise
-            try:
-                await conn.execute_fetchall("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    await conn.execute_fetchall("ROLLBACK")
-                raise StoreUnavailableError(f"SQLite commit failed: {exc}") from exc
+            await session._end(commit=True)
 
-    @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[_Session]:
-        if self._reader is None:
-            raise StoreError("the store is not open: call `await store.open()` first")
-        async with self._read_lock:
-            conn = self._reader
-            await conn.execute_fetchall("BEGIN")
-            try:
-                yield _Session(conn)
-            finally:
-                await conn.execute_fetchall("COMMIT")
+    def transaction(self) -> Any:
+        return self._session(self._write_lock, self._conn(False), "BEGIN IMMEDIATE")
+
+    def snapshot(self) -> Any:
+        return self._session(self._read_lock, self._conn(True), "BEGIN")
 
     async def _lock_log(self, session: Any) -> None:
         pass  # BEGIN IMMEDIATE already holds the database's single write lock.
@@ -144,26 +278,72 @@ class SQLiteEventStore(EventStore):
     async def _lock_schema(self, session: Any) -> None:
         pass  # likewise
 
-    def _is_unique_violation(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+    async def _table_exists(self, session: Any, table: str) -> bool:
+        rows = await session.fetchall(
+            sa.text("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = :t"),
+            {"t": table},
+        )
+        return bool(rows[0][0])
 
-    async def _forbid_event_changes(self, session: Any) -> None:
-        for op in ("UPDATE", "DELETE"):
-            await session.execute(
-                f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
-                f"BEGIN SELECT RAISE(ABORT, 'the event log is append-only: {op} is refused'); END"
-            )
+    def _append_only_ddl(self) -> list[str]:
+        return [
+            f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
+            f"BEGIN SELECT RAISE(ABORT, 'the event log is append-only: {op} is refused'); END"
+            for op in ("UPDATE", "DELETE")
+        ]
+
+    # -- the log: each append is one hop to the writer's thread ------------------------------
+
+    async def _insert(
+        self, unique: dict[bytes, NewEvent], encoded: Encoded, *, skip_known: bool
+    ) -> list[RecordedEvent]:
+        fresh = list(unique.values())
+        insert_sql = compiled(_INSERT_EVENTS, "sqlite")
+        head_sql = compiled(_HEAD, "sqlite").sql
+
+        def append(c: sqlite3.Connection) -> list[RecordedEvent]:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                todo = fresh
+                if skip_known:
+                    known: set[bytes] = set()
+                    for part in chunks([e.event_id for e in fresh]):
+                        cp = compiled(known_ids_statement(len(part)), "sqlite")
+                        rows = c.execute(cp.sql, cp.args(in_params(part))).fetchall()
+                        known.update(bytes(r[0]) for r in rows)
+                    todo = [e for e in fresh if e.event_id not in known]
+                if not todo:
+                    c.execute("COMMIT")
+                    return []
+                head = int(c.execute(head_sql).fetchone()[0] or 0)
+                rows, out = numbered(todo, encoded, head)
+                c.executemany(insert_sql.sql, [insert_sql.args(r) for r in rows])
+                c.execute("COMMIT")
+                return out
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+        try:
+            return await self._conn(False).call(append)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, sqlite3.IntegrityError) and "UNIQUE" in str(cause):
+                raise self._insert_refused(unique, skip_known=skip_known) from exc
+            raise
 
     async def integrity_check(self) -> str:
         async with self.snapshot() as s:
-            rows = await s.fetchall("PRAGMA integrity_check")
+            rows = await s.fetchall(sa.text("PRAGMA integrity_check"))
         return str(rows[0][0])
 
 
-def _open_error(path: Path, exc: BaseException) -> StoreError:
+def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
     message = f"cannot open SQLite database {path}: {exc}"
     if type(exc) is sqlite3.DatabaseError:  # "file is not a database", corrupt pages
         return StoreError(f"{message}; it is not a usable SQLite file (is it a tracker store?)")
-    if "locked" in str(exc) or "busy" in str(exc):
-        return StoreUnavailableError(f"{message}; another process holds it, retry later")
+    translated = translate(path, exc)
+    if isinstance(translated, StoreUnavailableError):
+        return StoreUnavailableError(f"{message}; another process holds it, or the disk is full")
     return StoreError(message)
