@@ -1,132 +1,339 @@
-"""Reads over the views: experiments, runs and metric history, bounded and paged."""
+"""Reads over the views: experiments, runs and metric histories, bounded and paged."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
+import numpy as np
 import orjson
+import sqlalchemy as sa
 
 from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, RunData, RunInfo, RunView
 from tracker.errors import InvalidInputError
-from tracker.events import ACTIVE, DELETED, point_rank
+from tracker.events import ACTIVE, DELETED
 from tracker.serialization import unpack_series
-from tracker.stores.base import Dialect, Row, SqlSession
+from tracker.stores.base import Database, EventLog, Row, Session
+from tracker.stores.schema import (
+    events,
+    experiment_tags,
+    experiments,
+    latest_metrics,
+    metric_chunks,
+    run_inputs,
+    run_params,
+    run_tags,
+    runs,
+)
+from tracker.stores.sql import Statement, blob_slice, chunks, in_list, in_params
 
 VIEW_TYPES: Final = {"ACTIVE_ONLY": (ACTIVE,), "DELETED_ONLY": (DELETED,), "ALL": (ACTIVE, DELETED)}
 MAX_SEARCH_RESULTS: Final = 50_000
 DEFAULT_HISTORY_PAGE: Final = 25_000
-_IN_CHUNK: Final = 500
-_RUN_COLUMNS: Final = "run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri"
+MAX_HISTORY_PAGE: Final = 1_000_000
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
+_INDEX_PAGE: Final = 1000
+
+X, XT, R, C = experiments, experiment_tags, runs, metric_chunks
 _EXP_COLUMNS: Final = (
-    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
-)
+    X.c.experiment_id, X.c.name, X.c.artifact_location, X.c.lifecycle_stage, X.c.creation_time,
+    X.c.last_update_time,
+)  # fmt: skip
+_RUN_COLUMNS: Final = (
+    R.c.run_id, R.c.experiment_id, R.c.run_name, R.c.user_id, R.c.status, R.c.start_time,
+    R.c.end_time, R.c.lifecycle_stage, R.c.artifact_uri,
+)  # fmt: skip
 
 
-def encode_token(data: Any) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(data)).decode()
+# -- page tokens: opaque to callers, fully checked when they come back ------------------------
 
 
-def decode_token(token: str) -> Any:
+def encode_token(kind: str, **fields: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"kind": kind, **fields})).decode()
+
+
+def decode_token(
+    token: object, kind: str, fields: dict[str, type | tuple[type, ...]]
+) -> dict[str, Any]:
+    """The fields of a token made by `encode_token(kind, ...)`, each of the given type; anything
+    else (tampered, truncated, from another query) is an InvalidInputError."""
+    bad = InvalidInputError(
+        f"Invalid page token {str(token)[:40]!r}: pass back a next_page_token we returned, "
+        "unchanged, to the same query"
+    )
+    if not isinstance(token, str) or len(token) > 4096:
+        raise bad
     try:
-        return orjson.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
-        raise InvalidInputError(
-            f"Invalid page token {token[:40]!r}: pass back a token we returned"
-        ) from None
+        data = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeEncodeError, orjson.JSONDecodeError):
+        raise bad from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise bad
+    out = {}
+    for name, types in fields.items():
+        value = data.get(name)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise bad
+        out[name] = value
+    return out
 
 
 def _stages(view_type: str) -> tuple[str, ...]:
     try:
         return VIEW_TYPES[view_type]
-    except KeyError:
+    except (KeyError, TypeError):
         raise InvalidInputError(
             f"view_type must be one of {', '.join(VIEW_TYPES)}, got {view_type!r}"
         ) from None
 
 
-def _check_max(max_results: int) -> None:
-    if not isinstance(max_results, int) or not 0 < max_results <= MAX_SEARCH_RESULTS:
-        raise InvalidInputError(
-            f"max_results must be between 1 and {MAX_SEARCH_RESULTS}, got {max_results!r}"
+def _check_max(max_results: object, limit: int = MAX_SEARCH_RESULTS) -> int:
+    if (
+        isinstance(max_results, bool)
+        or not isinstance(max_results, int)
+        or not 0 < max_results <= limit
+    ):
+        raise InvalidInputError(f"max_results must be between 1 and {limit}, got {max_results!r}")
+    return max_results
+
+
+# -- statements ---------------------------------------------------------------------------------
+
+_GET_EXPERIMENT: Final = sa.select(*_EXP_COLUMNS).where(X.c.experiment_id == sa.bindparam("eid"))
+_EXPERIMENT_BY_NAME: Final = (
+    sa.select(*_EXP_COLUMNS).where(X.c.name == sa.bindparam("name")).order_by(X.c.lifecycle_stage)
+)
+_EXPERIMENT_IDS: Final = sa.select(X.c.experiment_id)
+_GET_RUN: Final = sa.select(*_RUN_COLUMNS).where(R.c.run_id == sa.bindparam("rid"))
+
+
+@lru_cache(maxsize=16)
+def _search_experiments(stages: tuple[str, ...]) -> Statement:
+    return (
+        sa.select(*_EXP_COLUMNS)
+        .where(X.c.lifecycle_stage.in_([sa.literal(v) for v in stages]))
+        .order_by(X.c.creation_time.desc(), X.c.experiment_id)
+        .limit(sa.bindparam("limit"))
+        .offset(sa.bindparam("offset"))
+    )
+
+
+@lru_cache(maxsize=64)
+def _by_run(table: sa.Table, columns: tuple[str, ...], n: int) -> Statement:
+    return sa.select(table.c.run_id, *(table.c[c] for c in columns)).where(
+        table.c.run_id.in_(in_list(n))
+    )
+
+
+@lru_cache(maxsize=32)
+def _experiment_tags(n: int) -> Statement:
+    return sa.select(XT.c.experiment_id, XT.c.tag_key, XT.c.tag_value).where(
+        XT.c.experiment_id.in_(in_list(n))
+    )
+
+
+@lru_cache(maxsize=128)
+def _search_runs(
+    n_experiments: int, stages: tuple[str, ...], status: bool, after: bool
+) -> Statement:
+    where: list[sa.ColumnElement[bool]] = [
+        R.c.experiment_id.in_(in_list(n_experiments, "e")),
+        R.c.lifecycle_stage.in_([sa.literal(v) for v in stages]),
+    ]
+    if status:
+        where.append(R.c.status == sa.bindparam("status"))
+    if after:
+        t: sa.BindParameter[int] = sa.bindparam("after_time")
+        where.append(
+            sa.or_(
+                R.c.start_time < t,
+                sa.and_(R.c.start_time == t, R.c.run_id > sa.bindparam("after_id")),
+            )
         )
+    return (
+        sa.select(*_RUN_COLUMNS)
+        .where(*where)
+        .order_by(R.c.start_time.desc(), R.c.run_id)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+_METRIC_KEYS: Final = (
+    sa.select(latest_metrics.c.metric_key)
+    .where(latest_metrics.c.run_id == sa.bindparam("rid"))
+    .order_by(latest_metrics.c.metric_key)
+)
+_CHUNK_INDEX: Final = (
+    sa.select(C.c.position, C.c.blob_offset, C.c.blob_size, C.c.n, C.c.min_step, C.c.max_step)
+    .where(
+        C.c.run_id == sa.bindparam("rid"),
+        C.c.metric_key == sa.bindparam("key"),
+        C.c.max_step >= sa.bindparam("from_step"),
+        C.c.min_step <= sa.bindparam("to_step"),
+        sa.or_(
+            C.c.min_step > sa.bindparam("after_min"),
+            sa.and_(
+                C.c.min_step == sa.bindparam("after_min"), C.c.position > sa.bindparam("after_pos")
+            ),
+        ),
+    )
+    .order_by(C.c.min_step, C.c.position)
+    .limit(sa.bindparam("limit"))
+)
+
+
+@lru_cache(maxsize=32)
+def _chunk_blobs(n: int) -> Statement:
+    """Packed points of chunks, sliced out of the log's payloads in the database."""
+    e = events
+    return (
+        sa.select(
+            C.c.position,
+            # PostgreSQL's substr takes int4 offsets; blobs stay far below 2 GiB.
+            blob_slice(
+                e.c.payload,
+                sa.cast(C.c.blob_offset + 1, sa.Integer),
+                sa.cast(C.c.blob_size, sa.Integer),
+            ),
+        )
+        .select_from(C.join(e, e.c.position == C.c.position))
+        .where(
+            C.c.run_id == sa.bindparam("rid"),
+            C.c.metric_key == sa.bindparam("key"),
+            C.c.position.in_(in_list(n)),
+        )
+    )
+
+
+# -- metric points as arrays ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Points:
+    """Metric points as columns, ordered by (step, timestamp, value), NaN after numbers."""
+
+    steps: np.ndarray[Any, np.dtype[np.int64]]
+    timestamps: np.ndarray[Any, np.dtype[np.int64]]
+    values: np.ndarray[Any, np.dtype[np.float64]]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def sort_points(
+    steps: np.ndarray[Any, Any], stamps: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
+) -> Points:
+    """Sort by (step, timestamp, value) with NaN ranking above every number, and drop exact
+    duplicates (MLflow drops a point logged twice)."""
+    nan = np.isnan(values)
+    key = np.where(nan, 0.0, values) + 0.0  # + 0.0 turns -0.0 into 0.0: they are one value
+    order = np.lexsort((key, nan, stamps, steps))
+    steps, stamps, nan, key, values = (
+        steps[order],
+        stamps[order],
+        nan[order],
+        key[order],
+        values[order],
+    )
+    if len(values) > 1:
+        keep = np.ones(len(values), dtype=bool)
+        keep[1:] = (
+            (steps[1:] != steps[:-1]) | (stamps[1:] != stamps[:-1]) | (nan[1:] != nan[:-1])
+            | (key[1:] != key[:-1])
+        )  # fmt: skip
+        steps, stamps, values = steps[keep], stamps[keep], values[keep]
+    return Points(steps, stamps, values)
+
+
+def _after_mask(p: Points, after: tuple[int, int, int, float]) -> np.ndarray[Any, Any]:
+    """Which points rank strictly after `after` = (step, timestamp, is_nan, value)."""
+    step, ts, nan_flag, value = after
+    nan = np.isnan(p.values).astype(np.int8)
+    key = np.where(nan == 1, 0.0, p.values)
+    mask: np.ndarray[Any, Any] = (p.steps > step) | (
+        (p.steps == step)
+        & (
+            (p.timestamps > ts)
+            | ((p.timestamps == ts) & ((nan > nan_flag) | ((nan == nan_flag) & (key > value))))
+        )
+    )
+    return mask
 
 
 class Queries:
-    """Read-side SQL shared by every backend; each method takes a session from the store."""
+    """Read-side SQL shared by every backend; each method takes a session of the views'
+    database. Metric points are read from the log's payloads: by a join where the log lives in
+    the same database, else through the log's `read_slices`."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.d = dialect
+    def __init__(self, database: Database, log: EventLog, log_in_database: bool) -> None:
+        self.db = database
+        self.log = log
+        self.joined = log_in_database
 
-    async def _experiment_tags(
-        self, s: SqlSession, ids: Sequence[str]
-    ) -> dict[str, dict[str, str]]:
-        out: dict[str, dict[str, str]] = {i: {} for i in ids}
-        select = "SELECT experiment_id, tag_key, tag_value FROM experiment_tags WHERE experiment_id IN ({marks})"
-        for eid, k, v in await self._in(s, select, ids):
-            out[eid][k] = v
-        return out
+    # -- experiments -----------------------------------------------------------------------
 
-    async def _experiments(self, s: SqlSession, rows: Sequence[Sequence[Any]]) -> list[Experiment]:
-        tags = await self._experiment_tags(s, [r[0] for r in rows])
+    async def _experiments(self, s: Session, rows: Sequence[Row]) -> list[Experiment]:
+        ids = [r[0] for r in rows]
+        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        for part in chunks(ids):
+            for eid, k, v in await s.fetchall(_experiment_tags(len(part)), in_params(part)):
+                tags[eid][k] = v
         return [Experiment(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), tags[r[0]]) for r in rows]
 
-    async def get_experiment(self, s: SqlSession, experiment_id: str) -> Experiment | None:
-        rows = await s.fetchall(
-            self.d.sql(f"SELECT {_EXP_COLUMNS} FROM experiments WHERE experiment_id = ?"),
-            (experiment_id,),
+    async def get_experiment(self, s: Session, experiment_id: str) -> Experiment | None:
+        found = await self._experiments(
+            s, await s.fetchall(_GET_EXPERIMENT, {"eid": experiment_id})
         )
-        found = await self._experiments(s, rows)
         return found[0] if found else None
 
-    async def get_experiment_by_name(self, s: SqlSession, name: str) -> Experiment | None:
+    async def get_experiment_by_name(self, s: Session, name: str) -> Experiment | None:
         """Prefers an active experiment over a deleted one of the same name."""
-        rows = await s.fetchall(
-            self.d.sql(
-                f"SELECT {_EXP_COLUMNS} FROM experiments WHERE name = ? ORDER BY lifecycle_stage"
-            ),
-            (name,),
-        )
+        rows = await s.fetchall(_EXPERIMENT_BY_NAME, {"name": name})
         found = await self._experiments(s, rows[:1])
         return found[0] if found else None
 
     async def search_experiments(
-        self, s: SqlSession, view_type: str = "ACTIVE_ONLY", max_results: int = 1000,
+        self, s: Session, view_type: str = "ACTIVE_ONLY", max_results: int = 1000,
         page_token: str | None = None,
     ) -> Page[Experiment]:  # fmt: skip
         """Newest first (creation_time DESC, experiment_id ASC), offset-paged."""
-        _check_max(max_results)
+        max_results = _check_max(max_results)
         stages = _stages(view_type)
-        offset = int(decode_token(page_token)["offset"]) if page_token else 0
-        marks = ", ".join("?" * len(stages))
+        offset = 0
+        if page_token:
+            offset = decode_token(page_token, "experiments", {"offset": int})["offset"]
+            if offset < 0:
+                raise InvalidInputError("Invalid page token: a negative offset")
         rows = await s.fetchall(
-            self.d.sql(
-                f"SELECT {_EXP_COLUMNS} FROM experiments WHERE lifecycle_stage IN ({marks}) "
-                "ORDER BY creation_time DESC, experiment_id ASC LIMIT ? OFFSET ?"
-            ),
-            (*stages, max_results + 1, offset),
+            _search_experiments(stages), {"limit": max_results + 1, "offset": offset}
         )
-        token = encode_token({"offset": offset + max_results}) if len(rows) > max_results else None
+        token = None
+        if len(rows) > max_results:
+            token = encode_token("experiments", offset=offset + max_results)
         return Page(await self._experiments(s, rows[:max_results]), token)
 
-    async def next_experiment_id(self, s: SqlSession) -> int:
-        rows = await s.fetchall("SELECT experiment_id FROM experiments")
+    async def next_experiment_id(self, s: Session) -> int:
+        rows = await s.fetchall(_EXPERIMENT_IDS)
         return 1 + max((int(r[0]) for r in rows if str(r[0]).isdigit()), default=0)
 
-    async def _in(self, s: SqlSession, select: str, ids: Sequence[str]) -> list[Row]:
-        """`select` (ending in `IN ({marks})`) over `ids`, in chunks that stay below every
-        driver's bound-parameter limit (SQLite and asyncpg stop near 32k)."""
+    # -- runs -------------------------------------------------------------------------------
+
+    async def _by_run(
+        self, s: Session, table: sa.Table, columns: tuple[str, ...], ids: Sequence[str]
+    ) -> list[Row]:
         out: list[Row] = []
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            out += await s.fetchall(
-                self.d.sql(select.format(marks=", ".join("?" * len(chunk)))), chunk
-            )
+        for part in chunks(ids):
+            out += await s.fetchall(_by_run(table, columns, len(part)), in_params(part))
         return out
 
-    async def _runs(self, s: SqlSession, rows: Sequence[Sequence[Any]]) -> list[RunView]:
+    async def runs(self, s: Session, rows: Sequence[Row]) -> list[RunView]:
+        """Run views for rows of `_RUN_COLUMNS`, with their params, tags, metrics and inputs."""
         if not rows:
             return []
         ids = [r[0] for r in rows]
@@ -134,37 +341,23 @@ class Queries:
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
         inputs: dict[str, list[DatasetInputInfo]] = {i: [] for i in ids}
-        where = "WHERE run_id IN ({marks})"
-        for rid, k, v in await self._in(
-            s, f"SELECT run_id, param_key, param_value FROM run_params {where}", ids
-        ):
+        for rid, k, v in await self._by_run(s, run_params, ("param_key", "param_value"), ids):
             params[rid][k] = v
-        for rid, k, v in await self._in(
-            s, f"SELECT run_id, tag_key, tag_value FROM run_tags {where}", ids
-        ):
+        for rid, k, v in await self._by_run(s, run_tags, ("tag_key", "tag_value"), ids):
             tags[rid][k] = v
-        for rid, k, v, nan in await self._in(
-            s, f"SELECT run_id, metric_key, metric_value, is_nan FROM latest_metrics {where}", ids
-        ):
-            metrics[rid][k] = math.nan if nan else self.d.decode_float(float(v))
-        for rid, name, digest, data in sorted(
-            await self._in(
-                s, f"SELECT run_id, dataset_name, dataset_digest, data FROM run_inputs {where}", ids
-            ),
-            key=lambda r: (r[1], r[2]),
-        ):
+        columns = ("metric_key", "metric_value", "is_nan")
+        for rid, k, v, nan in await self._by_run(s, latest_metrics, columns, ids):
+            metrics[rid][k] = math.nan if nan else self.db.decode_float(float(v))
+        columns = ("dataset_name", "dataset_digest", "data")
+        found = await self._by_run(s, run_inputs, columns, ids)
+        for rid, name, digest, data in sorted(found, key=lambda r: (r[1], r[2])):
             d = orjson.loads(data)
             inputs[rid].append(
                 DatasetInputInfo(
-                    name,
-                    digest,
-                    d["source_type"],
-                    d["source"],
-                    d["schema"],
-                    d["profile"],
+                    name, digest, d["source_type"], d["source"], d["schema"], d["profile"],
                     d["tags"],
                 )
-            )
+            )  # fmt: skip
         out = []
         for r in rows:
             rid = r[0]
@@ -175,98 +368,188 @@ class Queries:
             )
         return out
 
-    async def get_run(self, s: SqlSession, run_id: str) -> RunView | None:
-        rows = await s.fetchall(
-            self.d.sql(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"), (run_id,)
-        )
-        runs = await self._runs(s, rows)
-        return runs[0] if runs else None
+    async def get_run(self, s: Session, run_id: str) -> RunView | None:
+        found = await self.runs(s, await s.fetchall(_GET_RUN, {"rid": run_id}))
+        return found[0] if found else None
 
     async def search_runs(
-        self, s: SqlSession, experiment_ids: Sequence[str], *, status: str | None = None,
+        self, s: Session, experiment_ids: Sequence[str], *, status: str | None = None,
         view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None,
     ) -> Page[RunView]:  # fmt: skip
-        """Runs of the given experiments, newest first (start_time DESC, run_id ASC), keyset-paged."""
-        _check_max(max_results)
+        """Runs of the given experiments, newest first (start_time DESC, run_id ASC),
+        keyset-paged, so pages stay right while runs are being added."""
+        max_results = _check_max(max_results)
         stages = _stages(view_type)
+        experiment_ids = list(dict.fromkeys(experiment_ids))
         if not experiment_ids:
             return Page([])
-        where = [f"experiment_id IN ({', '.join('?' * len(experiment_ids))})",
-                 f"lifecycle_stage IN ({', '.join('?' * len(stages))})"]  # fmt: skip
-        params: list[Any] = [*experiment_ids, *stages]
+        if len(experiment_ids) > 1000:
+            raise InvalidInputError("search at most 1000 experiments at once")
+        params: dict[str, Any] = {**in_params(experiment_ids, "e"), "limit": max_results + 1}
         if status is not None:
-            where.append("status = ?")
-            params.append(status)
+            params["status"] = status
         if page_token:
-            tok = decode_token(page_token)
-            where.append("(start_time < ? OR (start_time = ? AND run_id > ?))")
-            params += [tok["start_time"], tok["start_time"], tok["run_id"]]
-        rows = await s.fetchall(
-            self.d.sql(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
-                "ORDER BY start_time DESC, run_id ASC LIMIT ?"
-            ),
-            (*params, max_results + 1),
-        )
+            tok = decode_token(page_token, "runs", {"start_time": int, "run_id": str})
+            params["after_time"], params["after_id"] = tok["start_time"], tok["run_id"]
+        statement = _search_runs(len(experiment_ids), stages, status is not None, bool(page_token))
+        rows = await s.fetchall(statement, params)
         token = None
         if len(rows) > max_results:
             last = rows[max_results - 1]
-            token = encode_token({"start_time": int(last[5]), "run_id": last[0]})
-        return Page(await self._runs(s, rows[:max_results]), token)
+            token = encode_token("runs", start_time=int(last[5]), run_id=last[0])
+        return Page(await self.runs(s, rows[:max_results]), token)
 
-    async def metric_keys(self, s: SqlSession, run_id: str) -> list[str]:
-        rows = await s.fetchall(
-            self.d.sql(
-                "SELECT metric_key FROM latest_metrics WHERE run_id = ? ORDER BY metric_key"
-            ),
-            (run_id,),
-        )
-        return [r[0] for r in rows]
+    # -- metric histories ----------------------------------------------------------------------
+
+    async def metric_keys(self, s: Session, run_id: str) -> list[str]:
+        return [r[0] for r in await s.fetchall(_METRIC_KEYS, {"rid": run_id})]
+
+    async def _chunk_points(
+        self, s: Session, run_id: str, key: str, index: Sequence[Row]
+    ) -> list[Points]:
+        """Decode the points of chunks (rows of _CHUNK_INDEX)."""
+        if not index:
+            return []
+        blobs: dict[int, bytes] = {}
+        if self.joined:
+            positions = [int(r[0]) for r in index]
+            for part in chunks(positions):
+                rows = await s.fetchall(
+                    _chunk_blobs(len(part)), {"rid": run_id, "key": key, **in_params(part)}
+                )
+                blobs.update((int(p), bytes(b)) for p, b in rows)
+        else:
+            refs = [(int(r[0]), int(r[1]), int(r[2])) for r in index]
+            blobs = dict(
+                zip((p for p, _, _ in refs), await self.log.read_slices(refs), strict=True)
+            )
+        out = []
+        for position, _, _, n, _, _ in index:
+            series = unpack_series(key, blobs[int(position)], int(n))
+            out.append(
+                Points(
+                    np.asarray(series.steps, dtype=np.int64),
+                    np.asarray(series.timestamps, dtype=np.int64),
+                    np.asarray(series.values, dtype=np.float64),
+                )
+            )
+        return out
+
+    async def _index(
+        self, s: Session, run_id: str, key: str, from_step: int, to_step: int,
+        after: tuple[int, int] = (INT64_MIN, -1), limit: int = _INDEX_PAGE,
+    ) -> list[Row]:  # fmt: skip
+        return await s.fetchall(
+            _CHUNK_INDEX,
+            {"rid": run_id, "key": key, "from_step": from_step, "to_step": to_step,
+             "after_min": after[0], "after_pos": after[1], "limit": limit},
+        )  # fmt: skip
 
     async def get_metric_history(
-        self, s: SqlSession, run_id: str, key: str, *, max_results: int = DEFAULT_HISTORY_PAGE,
-        page_token: str | None = None,
+        self, s: Session, run_id: str, key: str, *, max_results: int = DEFAULT_HISTORY_PAGE,
+        page_token: str | None = None, start_step: int | None = None, end_step: int | None = None,
     ) -> Page[Metric]:  # fmt: skip
-        """Points ordered by (step, timestamp, value), exact duplicates dropped, keyset-paged.
-        Reads only the chunks that can hold the page, so a page costs O(page), not O(history)."""
-        if not isinstance(max_results, int) or max_results <= 0:
-            raise InvalidInputError(f"max_results must be a positive integer, got {max_results!r}")
+        """Points ordered by (step, timestamp, value), exact duplicates dropped, keyset-paged,
+        optionally within [start_step, end_step]. A page costs O(page): the chunk index says
+        which chunks can hold it, and only those are read."""
+        max_results = _check_max(max_results, MAX_HISTORY_PAGE)
         after: tuple[int, int, int, float] | None = None
         if page_token:
-            t = decode_token(page_token)
+            t = decode_token(
+                page_token, "history", {"step": int, "ts": int, "nan": int, "v": str, "key": str}
+            )
+            if t["key"] != key or t["nan"] not in (0, 1):
+                raise InvalidInputError("Invalid page token: it belongs to another metric")
             try:
-                after = (int(t["step"]), int(t["ts"]), int(t["nan"]), float(t["v"]))
-            except (KeyError, TypeError, ValueError):
-                raise InvalidInputError(
-                    "Invalid page token: pass back a token we returned"
-                ) from None
-        min_step = after[0] if after else -(1 << 63)
-        rows = await s.fetchall(
-            self.d.sql(
-                "SELECT min_step, n, data FROM metric_chunks WHERE run_id = ? AND metric_key = ? "
-                "AND max_step >= ? ORDER BY min_step, position"
-            ),
-            (run_id, key, min_step),
-        )
-        found: dict[tuple[int, int, int, float], tuple[int, int, float]] = {}  # deduplicated
-        more = False
-        for chunk_min, n, data in rows:
-            if len(found) >= max_results:
-                kth = sorted(found)[max_results - 1]
-                if chunk_min > kth[0]:
-                    more = True  # no later chunk can hold a point that sorts into this page
-                    break
-            for point in unpack_series(key, bytes(data), int(n)).points():
-                rank = point_rank(point)
-                if after is None or rank > after:
-                    found[rank] = point
-        ranks = sorted(found)
-        page = [Metric(key, v, ts, step) for step, ts, v in (found[r] for r in ranks[:max_results])]
+                value = float(t["v"])
+            except ValueError:
+                raise InvalidInputError("Invalid page token: not a value we wrote") from None
+            after = (t["step"], t["ts"], t["nan"], value)
+        lo = INT64_MIN if start_step is None else start_step
+        hi = INT64_MAX if end_step is None else end_step
+        from_step = max(lo, after[0]) if after else lo
+        points = await self._page_points(s, run_id, key, from_step, hi, after, max_results + 1)
+        page = [
+            Metric(key, v, ts, step)
+            for step, ts, v in zip(
+                points.steps[:max_results].tolist(), points.timestamps[:max_results].tolist(),
+                points.values[:max_results].tolist(), strict=True,
+            )
+        ]  # fmt: skip
         token = None
-        if page and (more or len(ranks) > max_results):
-            last = ranks[len(page) - 1]
+        if len(points) > max_results:
+            last = page[-1]
+            nan = math.isnan(last.value)
             # The value as text: JSON has no NaN or Infinity, and float() reads repr() back.
             token = encode_token(
-                {"step": last[0], "ts": last[1], "nan": last[2], "v": repr(last[3])}
-            )
+                "history", key=key, step=last.step, ts=last.timestamp, nan=int(nan),
+                v=repr(0.0 if nan else last.value),
+            )  # fmt: skip
         return Page(page, token)
+
+    async def _page_points(
+        self, s: Session, run_id: str, key: str, from_step: int, to_step: int,
+        after: tuple[int, int, int, float] | None, want: int,
+    ) -> Points:  # fmt: skip
+        """The first `want` points after `after` within the steps, reading chunks in min_step
+        order until no unread chunk can hold a point that sorts into them."""
+        parts: list[Points] = []
+        cursor = (INT64_MIN, -1)
+        have = 0
+        while True:
+            index = await self._index(s, run_id, key, from_step, to_step, cursor)
+            if not index:
+                break
+            taken: list[Row] = []
+            for row in index:
+                taken.append(row)
+                have += int(row[3])
+                if have >= want:
+                    break
+            for p in await self._chunk_points(s, run_id, key, taken):
+                inside = (p.steps >= from_step) & (p.steps <= to_step)
+                if after is not None:
+                    inside &= _after_mask(p, after)
+                parts.append(Points(p.steps[inside], p.timestamps[inside], p.values[inside]))
+            cursor = (int(taken[-1][4]), int(taken[-1][0]))
+            merged = _merge(parts)
+            parts = [merged]
+            have = len(merged)
+            if have >= want:
+                nxt = await self._index(s, run_id, key, from_step, to_step, cursor, limit=1)
+                # Chunks are read in min_step order: one starting above the want-th point's
+                # step cannot change the page.
+                if not nxt or int(nxt[0][4]) > int(merged.steps[want - 1]):
+                    break
+        merged = _merge(parts)
+        return Points(merged.steps[:want], merged.timestamps[:want], merged.values[:want])
+
+    async def get_metric_series(
+        self, s: Session, run_id: str, key: str, *, start_step: int | None = None,
+        end_step: int | None = None,
+    ) -> Points:  # fmt: skip
+        """Every point of a series within the steps, as arrays (for notebooks and plots)."""
+        lo = INT64_MIN if start_step is None else start_step
+        hi = INT64_MAX if end_step is None else end_step
+        parts: list[Points] = []
+        cursor = (INT64_MIN, -1)
+        while index := await self._index(s, run_id, key, lo, hi, cursor):
+            for p in await self._chunk_points(s, run_id, key, index):
+                inside = (p.steps >= lo) & (p.steps <= hi)
+                parts.append(Points(p.steps[inside], p.timestamps[inside], p.values[inside]))
+            cursor = (int(index[-1][4]), int(index[-1][0]))
+        return _merge(parts)
+
+
+def _merge(parts: Sequence[Points]) -> Points:
+    if not parts:
+        empty_i = np.empty(0, dtype=np.int64)
+        return Points(empty_i, empty_i.copy(), np.empty(0, dtype=np.float64))
+    if len(parts) == 1:
+        p = parts[0]
+        return sort_points(p.steps, p.timestamps, p.values)
+    return sort_points(
+        np.concatenate([p.steps for p in parts]),
+        np.concatenate([p.timestamps for p in parts]),
+        np.concatenate([p.values for p in parts]),
+    )

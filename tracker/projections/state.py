@@ -8,6 +8,9 @@ from tracker.entities import DatasetInputInfo, RunData, RunInfo, RunView
 from tracker.events import (
     ACTIVE,
     DELETED,
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    USER_TAG,
     DatasetInputsLogged,
     DomainEvent,
     ExperimentDeleted,
@@ -22,7 +25,7 @@ from tracker.events import (
     TagDeleted,
     TagsSet,
 )
-from tracker.projections.views import PARENT_TAG, RUN_NAME_TAG, USER_TAG, Latest, series_latest
+from tracker.projections.metrics import Latest, latest_of
 
 
 @dataclass(slots=True)
@@ -49,7 +52,7 @@ class RunState:
         if isinstance(e, MetricsLogged):
             for s in e.series:
                 if len(s):
-                    cand = series_latest(s)
+                    cand = latest_of(s)
                     cur = self.latest.get(s.key)
                     if cur is None or cand[0] > cur[0]:
                         self.latest[s.key] = cand
