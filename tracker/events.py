@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from array import array
@@ -14,6 +15,10 @@ ACTIVE: Final = "active"
 DELETED: Final = "deleted"
 DEFAULT_EXPERIMENT_ID: Final = "0"
 DEFAULT_EXPERIMENT_NAME: Final = "Default"
+# MLflow's reserved tags that the views and decisions keep in step with run fields.
+RUN_NAME_TAG: Final = "mlflow.runName"
+USER_TAG: Final = "mlflow.user"
+PARENT_TAG: Final = "mlflow.parentRunId"
 
 
 def experiment_stream(experiment_id: str) -> str:
@@ -24,6 +29,13 @@ def experiment_stream(experiment_id: str) -> str:
 def run_stream(run_id: str) -> str:
     """The stream a run's events belong to."""
     return f"run-{run_id}"
+
+
+def experiment_name_stream(name: str) -> str:
+    """The stream that serialises claims on one experiment name: every create or rename that
+    takes a name appends there with an expected sequence number, so two processes cannot both
+    take it."""
+    return f"experiment-name-{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 def new_run_id() -> str:
@@ -83,6 +95,30 @@ class ExperimentTagSet(ExperimentEvent):
 @dataclass(frozen=True, slots=True)
 class ExperimentTagDeleted(ExperimentEvent):
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentNameClaimed(DomainEvent):
+    """`name` now belongs to the experiment (on create or rename); its stream is the name's."""
+
+    name: str
+    experiment_id: str
+
+    @property
+    def stream_id(self) -> str:
+        return experiment_name_stream(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentNameReleased(DomainEvent):
+    """The experiment was renamed away from `name`, which is free again."""
+
+    name: str
+    experiment_id: str
+
+    @property
+    def stream_id(self) -> str:
+        return experiment_name_stream(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +268,8 @@ EVENT_TYPES: Final[dict[str, type[DomainEvent]]] = {
         ExperimentRestored,
         ExperimentTagSet,
         ExperimentTagDeleted,
+        ExperimentNameClaimed,
+        ExperimentNameReleased,
         RunCreated,
         RunStatusChanged,
         RunRenamed,
@@ -245,6 +283,21 @@ EVENT_TYPES: Final[dict[str, type[DomainEvent]]] = {
         ArtifactLogged,
     )
 }
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableEvent(DomainEvent):
+    """Stands in for a stored event this code cannot decode (a newer type or schema version, a
+    corrupt payload): readers skip it explicitly and say why, instead of stopping. It is never
+    stored."""
+
+    type_name: str
+    version: int
+    error: str
+
+    @property
+    def stream_id(self) -> str:
+        raise TypeError("an UnreadableEvent has no stream: it was never decoded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +327,5 @@ class RecordedEvent:
     recorded_at: int
     schema_version: int
     event: DomainEvent
+    payload: bytes | None = field(default=None, compare=False, repr=False)
+    """The stored bytes, when at hand (the metric views index packed points inside them)."""

@@ -248,3 +248,18 @@ def recorded_to_json(rec: RecordedEvent) -> dict[str, Any]:
         "type": type(rec.event).__name__,
         "data": event_to_json(rec.event),
     }
+
+
+def metric_layout(payload: bytes) -> tuple[str, list[tuple[str, int, int, int]]]:
+    """(run_id, [(key, count, offset, size)]) of a MetricsLogged payload: where each key's
+    packed blob lies in it, so that views can index the log's bytes instead of copying them."""
+    if payload[:2] != _MAGIC:
+        raise StoreError("MetricsLogged payload does not start with its magic bytes")
+    (hlen,) = struct.unpack_from("<I", payload, 2)
+    header = orjson.loads(payload[6 : 6 + hlen])
+    offset = 6 + hlen
+    out = []
+    for key, count, size in zip(header["keys"], header["counts"], header["sizes"], strict=True):
+        out.append((key, count, offset, size))
+        offset += size
+    return header["run_id"], out

@@ -1,19 +1,47 @@
-"""MLflow's rules for names and values, checked at the call site before anything is queued."""
+"""Every field's rules, in one place: MLflow's, and what every backend's columns can store.
+
+Limits are the stricter of MLflow's and the column's (read from tracker/stores/schema.py), so a
+value that passes is accepted by every backend. Strings are refused when they hold NUL (which
+PostgreSQL cannot store) or lone surrogates (which no UTF-8 column can).
+
+Numbers follow one rule. A metric value is any real number: int, float, bool (as 0 or 1), numpy's
+numeric and boolean scalars, and anything with `.item()` giving one (0-d arrays and tensors); NaN
+and ±Inf are kept. A step or timestamp is an integer: int or any integral type (numpy's int64,
+via `__index__`), but not a bool or a float.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import numbers
+import operator
 import posixpath
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from tracker.errors import InvalidInputError
-from tracker.events import RUN_STATUSES
+from tracker.events import RUN_STATUSES, DatasetInput
+from tracker.stores import schema
 
-MAX_KEY_LENGTH: Final = 250
+MAX_KEY_LENGTH: Final = min(250, schema.KEY_LENGTH)
 MAX_PARAM_VALUE_LENGTH: Final = 6000
 MAX_TAG_VALUE_LENGTH: Final = 8000
 MAX_EXPERIMENT_TAG_VALUE_LENGTH: Final = 5000
-MAX_EXPERIMENT_NAME_LENGTH: Final = 500
+MAX_EXPERIMENT_NAME_LENGTH: Final = min(500, schema.NAME_LENGTH)
+MAX_RUN_NAME_LENGTH: Final = min(250, schema.KEY_LENGTH)
+MAX_USER_LENGTH: Final = schema.KEY_LENGTH
+MAX_ID_LENGTH: Final = schema.ID_LENGTH
+MAX_DATASET_NAME_LENGTH: Final = min(500, schema.NAME_LENGTH)
+MAX_DATASET_DIGEST_LENGTH: Final = min(36, schema.ID_LENGTH)
+MAX_DATASET_SOURCE_TYPE_LENGTH: Final = schema.KEY_LENGTH
+MAX_DATASET_SOURCE_LENGTH: Final = 65535
+MAX_DATASET_SCHEMA_LENGTH: Final = (1 << 20) - 1
+MAX_DATASET_PROFILE_LENGTH: Final = (1 << 24) - 1
+MAX_INPUT_TAG_KEY_LENGTH: Final = 255
+MAX_INPUT_TAG_VALUE_LENGTH: Final = 500
+MAX_ARTIFACT_PATH_LENGTH: Final = schema.NAME_LENGTH
+MAX_CONTENT_TYPE_LENGTH: Final = schema.KEY_LENGTH
 MAX_BATCH_METRICS: Final = 1000
 MAX_BATCH_PARAMS: Final = 100
 MAX_BATCH_TAGS: Final = 100
@@ -29,6 +57,35 @@ _EXPERIMENT_ID_RE: Final = re.compile(r"^[a-zA-Z0-9][\w\-]{0,63}$")
 # inventing keys forever cannot grow it without limit.
 _VALID_KEYS: set[str] = set()
 _VALID_KEYS_MAX: Final = 100_000
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def validate_text(value: object, what: str, limit: int | None = None) -> str:
+    """`value` if it is a string every backend can store (no NUL, no lone surrogate, at most
+    `limit` characters), else InvalidInputError saying which and where."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
+    if limit is not None and len(value) > limit:
+        raise InvalidInputError(
+            f"{what} {_shown(value)} is {len(value)} characters; the limit is {limit}"
+        )
+    if "\x00" in value:
+        raise InvalidInputError(
+            f"{what} {_shown(value)} contains a NUL character (at {value.index(chr(0))}), "
+            "which databases cannot store; remove it"
+        )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{what} {_shown(value)} contains a lone surrogate (U+{ord(value[exc.start]):04X} "
+                f"at {exc.start}), which is not valid Unicode text; decode the source properly"
+            ) from None
+    return value
 
 
 def validate_key(key: object, what: str = "key") -> str:
@@ -59,40 +116,52 @@ def validate_key(key: object, what: str = "key") -> str:
 
 
 def validate_metric_value(key: str, value: object) -> float:
-    """A metric value as a float; NaN and ±Inf are kept, bools and non-numbers refused."""
+    """A metric value as a float, by the module's rule; NaN and ±Inf are kept."""
     if isinstance(value, float):
         return value
     if value is None:
         raise InvalidInputError(f"Missing value for metric {key!r}: give a number")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, numbers.Real) and hasattr(value, "item"):
+        # numpy scalars and 0-d arrays, torch tensors; an array of several values is refused
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            value = value.item()
+    if isinstance(value, numbers.Real):
         try:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value.__float__())  # type: ignore[attr-defined]  # numpy scalars, tensors
-        except (AttributeError, TypeError, ValueError):
+            return float(value)
+        except OverflowError:
             raise InvalidInputError(
-                f"Got invalid value {value!r} for metric {key!r} "
-                f"(type {type(value).__name__}): metric values must be numbers"
+                f"Metric {key!r} value {value!r} does not fit a double"
             ) from None
-    try:
-        return float(value)
-    except OverflowError:
-        raise InvalidInputError(f"Metric {key!r} value {value!r} does not fit a double") from None
+    raise InvalidInputError(
+        f"Got invalid value {value!r} for metric {key!r} (type {type(value).__name__}): "
+        "metric values must be real numbers"
+    )
 
 
 def validate_int64(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer by the module's rule, within int64."""
+    if isinstance(value, bool):
         raise InvalidInputError(f"{name} must be an integer, got {value!r}")
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise InvalidInputError(f"{name} {value} is outside the 64-bit integer range")
-    return value
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidInputError(
+            f"{name} must be an integer, got {type(value).__name__}: {value!r}"
+        ) from None
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise InvalidInputError(f"{name} {number} is outside the 64-bit integer range")
+    return number
 
 
-def validate_timestamp(value: object) -> int:
-    ts = validate_int64("timestamp", value)
+def validate_timestamp(value: object, what: str = "timestamp") -> int:
+    ts = validate_int64(what, value)
     if ts < 0:
-        raise InvalidInputError(f"timestamp must be milliseconds since the epoch (>= 0), got {ts}")
+        raise InvalidInputError(f"{what} must be milliseconds since the epoch (>= 0), got {ts}")
     return ts
+
+
+def validate_optional_time(value: object, what: str) -> int | None:
+    return None if value is None else validate_timestamp(value, what)
 
 
 def stringify(value: Any) -> str:
@@ -108,7 +177,7 @@ def validate_param(key: object, value: object) -> tuple[str, str]:
             f"Param {k!r} value is {len(v)} characters; the limit is {MAX_PARAM_VALUE_LENGTH}. "
             "Log long values as an artifact instead"
         )
-    return k, v
+    return k, validate_text(v, f"param {k!r} value")
 
 
 def validate_tag(key: object, value: object, limit: int = MAX_TAG_VALUE_LENGTH) -> tuple[str, str]:
@@ -116,7 +185,17 @@ def validate_tag(key: object, value: object, limit: int = MAX_TAG_VALUE_LENGTH) 
     v = stringify(value)
     if len(v) > limit:
         raise InvalidInputError(f"Tag {k!r} value is {len(v)} characters; the limit is {limit}")
-    return k, v
+    return k, validate_text(v, f"tag {k!r} value")
+
+
+def validate_params(params: Mapping[Any, Any] | None) -> dict[str, str]:
+    return dict(validate_param(k, v) for k, v in (params or {}).items())
+
+
+def validate_tags(
+    tags: Mapping[Any, Any] | None, limit: int = MAX_TAG_VALUE_LENGTH
+) -> dict[str, str]:
+    return dict(validate_tag(k, v, limit) for k, v in (tags or {}).items())
 
 
 def validate_status(status: object) -> str:
@@ -135,13 +214,29 @@ def validate_experiment_name(name: object) -> str:
         raise InvalidInputError(
             f"Experiment name exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters"
         )
-    return name
+    return validate_text(name, "experiment name")
+
+
+def validate_run_name(name: object) -> str:
+    return validate_text(name, "run name", MAX_RUN_NAME_LENGTH)
+
+
+def validate_user(user: object) -> str:
+    return validate_text(user, "user", MAX_USER_LENGTH)
 
 
 def validate_run_id(run_id: object) -> str:
     if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
         raise InvalidInputError(f"Invalid run id {run_id!r}")
     return run_id
+
+
+def validate_new_run_id(run_id: object) -> str:
+    """A run id for a run being created: MLflow's rule, and short enough for every column."""
+    rid = validate_run_id(run_id)
+    if len(rid) > MAX_ID_LENGTH:
+        raise InvalidInputError(f"run id {rid[:40]!r}... is longer than {MAX_ID_LENGTH} characters")
+    return rid
 
 
 def validate_experiment_id(experiment_id: object) -> str:
@@ -162,3 +257,41 @@ def validate_batch_limits(n_metrics: int, n_params: int, n_tags: int) -> None:
             raise InvalidInputError(
                 f"A batch logged {n} {what}; the limit is {limit}. Split it into smaller batches"
             )
+
+
+def validate_dataset(ds: object) -> DatasetInput:
+    """A dataset input whose every field fits MLflow's limits and every backend."""
+    if not isinstance(ds, DatasetInput):
+        raise InvalidInputError(
+            f"log_inputs takes tracker.DatasetInput objects, got {type(ds).__name__}"
+        )
+    name = validate_text(ds.name, "dataset name", MAX_DATASET_NAME_LENGTH)
+    if not name:
+        raise InvalidInputError("Missing value for required parameter 'dataset.name'")
+    tags = {}
+    for k, v in ds.tags.items():
+        k = validate_text(k, "dataset input tag key", MAX_INPUT_TAG_KEY_LENGTH)
+        tags[k] = validate_text(stringify(v), f"dataset input tag {k!r} value",
+                                MAX_INPUT_TAG_VALUE_LENGTH)  # fmt: skip
+    return DatasetInput(
+        name=name,
+        digest=validate_text(ds.digest, "dataset digest", MAX_DATASET_DIGEST_LENGTH),
+        source_type=validate_text(ds.source_type, "dataset source_type",
+                                  MAX_DATASET_SOURCE_TYPE_LENGTH),
+        source=validate_text(ds.source, "dataset source", MAX_DATASET_SOURCE_LENGTH),
+        schema=None if ds.schema is None else validate_text(ds.schema, "dataset schema",
+                                                              MAX_DATASET_SCHEMA_LENGTH),
+        profile=None if ds.profile is None else validate_text(ds.profile, "dataset profile",
+                                                                MAX_DATASET_PROFILE_LENGTH),
+        tags=tags,
+    )  # fmt: skip
+
+
+def validate_artifact_record(
+    path: object, size: object, sha256: object, content_type: object
+) -> None:
+    """What an ArtifactLogged event records must fit the views' columns."""
+    validate_text(path, "artifact path", MAX_ARTIFACT_PATH_LENGTH)
+    validate_int64("artifact size", size)
+    validate_text(sha256, "artifact sha256", MAX_ID_LENGTH)
+    validate_text(content_type, "artifact content type", MAX_CONTENT_TYPE_LENGTH)
