@@ -19,10 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 from tracker.stores.sqlite import SQLiteEventStore
 
-Factory = Callable[[], EventStore]
+Factory = Callable[[], SqlEventStore]
 
 POSTGRES_DSN = os.environ.get(
     "TRACKER_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"

@@ -10,21 +10,21 @@ import pytest
 # Each backend: a factory that makes a fresh, isolated, unopened store. Backends that need a
 # server are added by tests/backends.py when their server answers (and fail the run in CI).
 from tests.backends import BACKENDS
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 from tracker.stores.sqlite import SQLiteEventStore
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Callable[[], EventStore]]:
+) -> AsyncIterator[Callable[[], SqlEventStore]]:
     """A factory of stores that all point at one fresh database of the backend."""
     async with BACKENDS[request.param](tmp_path) as factory:
         yield factory
 
 
 @pytest.fixture
-async def store(store_factory: Callable[[], EventStore]) -> AsyncIterator[EventStore]:
+async def store(store_factory: Callable[[], SqlEventStore]) -> AsyncIterator[SqlEventStore]:
     s = store_factory()
     await s.open()
     yield s

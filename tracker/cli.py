@@ -17,7 +17,8 @@ import orjson
 from tracker.client import Tracker
 from tracker.entities import RunView
 from tracker.errors import TrackerError
-from tracker.projections.views import Projector
+from tracker.projections import default_projections
+from tracker.projections.runner import ProjectionRunner
 from tracker.serialization import recorded_to_json
 from tracker.stores import ENV_URI, store_from_uri
 
@@ -149,9 +150,10 @@ def rebuild(uri: str | None) -> None:
         await store.open()
         try:
             total = await store.head()
-            projector = Projector(store)
+            runner = ProjectionRunner(store, store, default_projections())
+            await runner.open()
             with click.progressbar(length=total, label="rebuilding views", file=sys.stderr) as bar:
-                position = await projector.rebuild(progress=bar.update)
+                position = await runner.rebuild(progress=bar.update)
             click.echo(f"views rebuilt to position {position}")
         finally:
             await store.aclose()
@@ -225,7 +227,7 @@ def demo(uri: str | None, experiment: str, epochs: int, steps: int) -> None:
             )
             for k, v in sorted(r.data.metrics.items()):
                 click.echo(f"  {k:<18} {v:.6g}")
-            click.echo(f"store: {tk.uri}   try: tracker runs show {run.run_id}")
+            click.echo(f"store: {tk.display_uri}   try: tracker runs show {run.run_id}")
 
     _run(go())
 

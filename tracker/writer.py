@@ -1,15 +1,20 @@
-"""The batching writer: drains the client queue into the event log, one transaction a batch.
+"""The batching writer: drains the client queue into the log through the command handler.
 
-Defaults (all per Writer): a batch is committed when it holds `max_batch` items or its first
-item has waited `max_batch_age` seconds (20 ms), so a crash loses at most that window of
-points that no `flush()` has acknowledged. The queue holds at most `max_queue` items (points
-or operations, 1,000,000 by default, about 150 MB at worst); what happens beyond that is the
-`on_full` policy:
+Defaults (all per Writer): a batch is committed when it holds `max_batch` points or its first
+item has waited `max_batch_age` seconds (20 ms); an operation someone awaits (a flush, a read,
+a server request) is committed at once, together with whatever else is queued (group commit).
+A crash loses at most the points no `flush()` acknowledged. The queue holds at most `max_queue`
+items, points and operations alike; what happens beyond that is the `on_full` policy:
 
 - "block" (sync facade only): the logging thread waits until the writer makes room.
-- "raise": log_* raises QueueFullError; nothing is dropped silently.
-- "spill" (default): points go to an append-only spill file next to the log and are
-  written from there in order; memory stays flat whatever the producer's speed.
+- "raise": log_* raises QueueFullError and queues nothing of that call.
+- "spill" (default): points and operations go to an unlinked spill file next to the log and
+  are written from there in order; memory stays flat whatever the producer's speed.
+
+While the store is down, batches are retried with jittered backoff, nothing is dropped, and
+`flush()` raises WriterError once writes have failed for `write_timeout` seconds. On shutdown,
+`stop(grace)` drains for at most `grace` seconds, then writes what is left to a recovery file
+that the next open of the store replays.
 """
 
 from __future__ import annotations
@@ -21,30 +26,30 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
+import orjson
+import stamina
+
+from tracker import wire
+from tracker.commands import Command, LogBatch
 from tracker.errors import (
-    ConcurrencyError,
     InvalidStateError,
     QueueFullError,
     StoreUnavailableError,
+    TrackerError,
     WriterError,
 )
-from tracker.events import (
-    DomainEvent,
-    MetricSeries,
-    MetricsLogged,
-    NewEvent,
-    RecordedEvent,
-)
-from tracker.projections.views import Projector
-from tracker.serialization import pack_series
-from tracker.stores.base import EventStore
+from tracker.events import MetricSeries, RecordedEvent
+from tracker.handler import Accepted, CommandHandler, Outcome
+from tracker.projections.runner import ProjectionRunner
 
 log = logging.getLogger("tracker.writer")
 
@@ -52,27 +57,23 @@ POLICIES: Final = ("spill", "raise", "block")
 DEFAULT_MAX_QUEUE: Final = 1_000_000
 DEFAULT_MAX_BATCH: Final = 100_000
 DEFAULT_MAX_BATCH_AGE: Final = 0.02
-_MAX_CONFLICTS: Final = 50
-_MAX_BACKOFF: Final = 5.0
-_PERMANENT_RETRIES: Final = 5
+DEFAULT_WRITE_TIMEOUT: Final = 30.0
+DEFAULT_GRACE: Final = 30.0
+_MAX_REJECTIONS_KEPT: Final = 100
 
 CHUNK: Final = 16_384
 """Points per queue buffer: the unit the writer takes and the spill file stores."""
 
 
 class Op:
-    """A non-metric queue item: one event to append (or none, for a flush barrier), and a
-    future resolved once it is durable and projected."""
+    """A non-metric queue item: one command (or none, for a flush barrier), and a future
+    resolved once it is durable and projected (or with the error that refused it)."""
 
-    __slots__ = ("event", "future", "new_stream")
+    __slots__ = ("command", "future")
 
-    def __init__(
-        self, event: DomainEvent | None, future: Any = None, new_stream: bool = False
-    ) -> None:
-        self.event = event
+    def __init__(self, command: Command | None, future: Any = None) -> None:
+        self.command = command
         self.future = future
-        self.new_stream = new_stream
-        """The event must open its stream (sequence 1); a taken stream fails the op."""
 
 
 Columns = tuple["array[int]", "array[int]", "array[float]"]
@@ -83,8 +84,7 @@ class RunPoints:
     """Queued points of one run, a column triple per key, appended to by that run's log_metric
     until something seals it (another event of the run, the writer taking it, or `chunk`
     points on one key). Arrays hold raw numbers: a queued point costs 24 bytes, is invisible
-    to the garbage collector (a deque of tuples made gen-2 collections stall the training
-    loop for milliseconds), and arrives at the writer already grouped by key."""
+    to the garbage collector, and arrives at the writer already grouped by key."""
 
     __slots__ = ("cols", "owner", "run_id")
 
@@ -105,16 +105,19 @@ class RunPoints:
         return len(self)
 
 
-class SpilledPoints:
-    """A sealed RunPoints whose columns were written to the queue's spill file."""
+class Spilled:
+    """A sealed segment or an operation written to the queue's spill file."""
 
-    __slots__ = ("counts", "n", "offset", "run_id")
+    __slots__ = ("counts", "length", "n", "offset", "run_id")
 
-    def __init__(self, run_id: str, offset: int, counts: list[tuple[str, int]]) -> None:
+    def __init__(self, run_id: str | None, offset: int, counts: list[tuple[str, int]],
+                 length: int = 0) -> None:  # fmt: skip
         self.run_id = run_id
         self.offset = offset
         self.counts = counts
-        self.n = sum(n for _, n in counts)
+        self.length = length
+        """Bytes of an operation's encoded command (0 for points)."""
+        self.n = sum(n for _, n in counts) if run_id is not None else 1
 
     def __len__(self) -> int:
         return self.n
@@ -122,19 +125,21 @@ class SpilledPoints:
 
 class EventQueue:
     """The in-process queue between log_* calls and the writer: a deque of chunks, each a
-    RunPoints segment, a SpilledPoints segment, or an Op. Queuing an Op seals every open
+    RunPoints segment, an Op, or one of them spilled to disk. Queuing an Op seals every open
     segment, so the order between points and other events is kept. Appending never awaits;
     with `threaded` (the sync facade) appends and takes hold `lock`."""
 
     def __init__(self, max_queue: int, on_full: str, threaded: bool, spill_dir: str | None) -> None:
         if on_full not in POLICIES:
-            raise ValueError(f"on_full must be one of {POLICIES}, got {on_full!r}")
+            raise _invalid(f"on_full must be one of {POLICIES}, got {on_full!r}")
         if on_full == "block" and not threaded:
-            raise ValueError(
+            raise _invalid(
                 'on_full="block" needs the sync facade (tracker.SyncTracker): an async caller '
                 'cannot block without stalling the writer; use "spill" or "raise"'
             )
-        self.chunks: deque[RunPoints | SpilledPoints | Op] = deque()
+        if max_queue < 1:
+            raise _invalid(f"max_queue must be at least 1, got {max_queue}")
+        self.chunks: deque[RunPoints | Spilled | Op] = deque()
         self.open: list[RunPoints] = []
         self.max_queue = max_queue
         self.on_full = on_full
@@ -147,10 +152,14 @@ class EventQueue:
         self._spill: Any = None
         self._spill_end = 0
         self.in_memory = 0
-        """Points in sealed in-memory segments (open segments are not counted)."""
+        """Points in sealed in-memory segments, plus operations."""
         self.spilled_pending = 0
         self.spilled_points = 0
         self.parked = False
+        self.full = False
+        """A producer waits for room: the writer must not linger."""
+        self.oldest: float | None = None
+        """time.monotonic() when the oldest item still queued was queued."""
         self.wake: Callable[[], None] = lambda: None
 
     def _seal_open(self) -> None:
@@ -171,31 +180,48 @@ class EventQueue:
         owner._points = seg
         self.chunks.append(seg)
         self.open.append(seg)
+        if self.oldest is None:
+            self.oldest = time.monotonic()
         if self.parked:
             self.wake()
         return seg
 
-    def _full(self) -> None:
+    def _full(self, keep: Op | None = None) -> None:
         if self.on_full == "raise":
             raise QueueFullError(
-                f"the tracker queue holds {self.in_memory:,} points and the writer is behind; "
+                f"the tracker queue holds {self.in_memory:,} items and the writer is behind; "
                 "await tk.flush() now and then in your loop, raise max_queue, or use "
                 'on_full="spill"'
             )
         if self.on_full == "block":
             assert self.room is not None
+            self.full = True
             self.wake()
-            self.room.wait_for(lambda: self.in_memory < self.max_queue)
+            try:
+                self.room.wait_for(lambda: self.in_memory < self.max_queue)
+            finally:
+                self.full = False
             return
-        # Spill the newest sealed segments: the writer reads the oldest next, from memory.
-        for i in range(len(self.chunks) - 1, -1, -1):
-            if self.in_memory < self.max_queue // 2:
-                break
-            chunk = self.chunks[i]
-            if isinstance(chunk, RunPoints) and chunk.owner is None:
-                self.chunks[i] = self._write_spill(chunk)
+        # Spill the newest sealed items: the writer reads the oldest next, from memory.
+        try:
+            for i in range(len(self.chunks) - 1, -1, -1):
+                if self.in_memory < self.max_queue // 2:
+                    break
+                chunk = self.chunks[i]
+                if isinstance(chunk, RunPoints) and chunk.owner is None:
+                    self.chunks[i] = self._write_points(chunk)
+                elif isinstance(chunk, Op) and chunk.future is None and chunk is not keep:
+                    self.chunks[i] = self._write_op(chunk)
+        except OSError as exc:
+            where = self.spill_dir or tempfile.gettempdir()
+            full = "disk full" if exc.errno == 28 else f"cannot write ({exc.strerror})"
+            raise QueueFullError(
+                f"the tracker queue holds {self.in_memory:,} items and cannot spill more: "
+                f"{full} at {where}; nothing queued so far is lost, and logging resumes when "
+                "the writer catches up or space returns"
+            ) from exc
 
-    def _write_spill(self, seg: RunPoints) -> SpilledPoints:
+    def _spill_file(self) -> Any:
         if self._spill is None:
             fd, path = tempfile.mkstemp(prefix="tracker-spill-", dir=self.spill_dir)
             os.unlink(path)  # nothing to clean up after a crash: these points were never flushed
@@ -203,57 +229,93 @@ class EventQueue:
             self._spill_end = 0
         f = self._spill
         f.seek(self._spill_end)
+        return f
+
+    def _write_points(self, seg: RunPoints) -> Spilled:
+        f = self._spill_file()
+        start = self._spill_end
         counts = []
-        for key, cols in seg.cols.items():
-            for col in cols:
-                col.tofile(f)
-            counts.append((key, len(cols[2])))
-        spilled = SpilledPoints(seg.run_id, self._spill_end, counts)
+        try:
+            for key, cols in seg.cols.items():
+                for col in cols:
+                    col.tofile(f)
+                counts.append((key, len(cols[2])))
+            f.flush()
+        except BaseException:
+            f.truncate(start)
+            raise
+        spilled = Spilled(seg.run_id, start, counts)
         self._spill_end = f.tell()
         self.in_memory -= spilled.n
         self.spilled_pending += spilled.n
         self.spilled_points += spilled.n
         return spilled
 
-    def _read_spill(self, s: SpilledPoints) -> RunPoints:
+    def _write_op(self, op: Op) -> Spilled:
+        assert op.command is not None
+        data = orjson.dumps(wire.encode(op.command))
+        f = self._spill_file()
+        start = self._spill_end
+        try:
+            f.write(data)
+            f.flush()
+        except BaseException:
+            f.truncate(start)
+            raise
+        self._spill_end = f.tell()
+        self.in_memory -= 1
+        self.spilled_pending += 1
+        return Spilled(None, start, [], len(data))
+
+    def _read_spill(self, s: Spilled) -> RunPoints | Op:
         f = self._spill
         f.flush()
         f.seek(s.offset)
-        seg = RunPoints(s.run_id, None)
-        for key, n in s.counts:
-            cols: Columns = (array("q"), array("q"), array("d"))
-            for col in cols:
-                col.fromfile(f, n)
-            seg.cols[key] = cols
+        out: RunPoints | Op
+        if s.run_id is None:
+            out = Op(wire.decode(orjson.loads(f.read(s.length))))
+        else:
+            out = RunPoints(s.run_id, None)
+            for key, n in s.counts:
+                cols: Columns = (array("q"), array("q"), array("d"))
+                for col in cols:
+                    col.fromfile(f, n)
+                out.cols[key] = cols
         self.spilled_pending -= s.n
         if self.spilled_pending == 0:
             self._spill_end = 0  # reuse the file from the start
-        return seg
+        return out
 
     def put(self, op: Op) -> None:
-        """Queue an operation after every point queued so far."""
+        """Queue an operation after every point queued so far, by the full-queue policy."""
         with self.lock or contextlib.nullcontext():
             self._seal_open()
+            if self.in_memory >= self.max_queue and op.command is not None:
+                self._full(op)
             self.chunks.append(op)
+            self.in_memory += 1
+            if self.oldest is None:
+                self.oldest = time.monotonic()
         if self.parked:
             self.wake()
 
     def take(self, limit: int) -> list[RunPoints | Op]:
         """Chunks from the front, in order, holding about `limit` points at most."""
         out: list[RunPoints | Op] = []
-        spilled: list[tuple[int, SpilledPoints]] = []
+        spilled: list[tuple[int, Spilled]] = []
         n = 0
         with self.lock or contextlib.nullcontext():
             chunks = self.chunks
             while chunks and n < limit:
                 chunk = chunks.popleft()
                 if isinstance(chunk, Op):
+                    self.in_memory -= 1
                     out.append(chunk)
                     continue
-                if isinstance(chunk, SpilledPoints):
+                if isinstance(chunk, Spilled):
                     n += chunk.n
                     spilled.append((len(out), chunk))
-                    out.append(RunPoints(chunk.run_id, None))  # read back below
+                    out.append(Op(None))  # read back below
                     continue
                 if chunk.owner is not None:
                     self.open.remove(chunk)
@@ -265,6 +327,7 @@ class EventQueue:
                 out.append(chunk)
             for i, sp in spilled:
                 out[i] = self._read_spill(sp)
+            self.oldest = time.monotonic() if chunks else None
             if self.room is not None:
                 self.room.notify_all()
         return out
@@ -272,8 +335,7 @@ class EventQueue:
     def in_memory_items(self) -> int:
         """Points and operations waiting in memory."""
         with self.lock or contextlib.nullcontext():  # the caller's thread mutates both
-            opened = sum(len(seg) for seg in self.open)
-            return self.in_memory + opened + sum(1 for c in self.chunks if isinstance(c, Op))
+            return self.in_memory + sum(len(seg) for seg in self.open)
 
     def __len__(self) -> int:
         return self.in_memory_items() + self.spilled_pending
@@ -284,12 +346,18 @@ class EventQueue:
             self._spill = None
 
 
+def _invalid(message: str) -> Exception:
+    from tracker.errors import InvalidInputError
+
+    return InvalidInputError(message)
+
+
 @dataclass(frozen=True, slots=True)
 class WriterStatistics:
     queue_depth: int
     """Items waiting in memory (points and operations)."""
     spilled_pending: int
-    """Points waiting in the spill file."""
+    """Items waiting in the spill file."""
     spilled_points: int
     """Points that went through the spill file because the queue was full (cumulative)."""
     batches: int
@@ -298,17 +366,30 @@ class WriterStatistics:
     retries: int
     errors: int
     failed_points: int
-    """Points given up on after permanent errors; flush() raises while this is not zero."""
+    """Points refused (their run was deleted, say); flush() raises while this is not zero."""
+    rejected: int
+    """Operations refused by the rules since the last flush (flush() raises the first)."""
     last_error: str | None
     position: int
     """The log position of the last event this writer appended."""
     projected_position: int
+    projection_errors: int
+    """Events a projection could not apply and skipped (see ProjectionRunner.errors())."""
+    oldest_pending_age: float | None
+    """Seconds the oldest item not yet durable has waited (None when nothing waits)."""
+    failing_for: float | None
+    """Seconds writes have been failing (None while they succeed)."""
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, (StoreUnavailableError, OSError, ConnectionError, TimeoutError)) or (
-        type(exc).__name__ in {"OperationalError", "InterfaceError", "ConnectionDoesNotExistError"}
-    )
+class _Item:
+    """A command of a batch, what waits on it, and how it ended."""
+
+    __slots__ = ("command", "op", "points", "result")
+
+    def __init__(self, command: Command | None, op: Op | None, points: int) -> None:
+        self.command: Command = command  # type: ignore[assignment]  # set before use
+        self.op, self.points = op, points
+        self.result: Accepted | None = None
 
 
 class _Acc:
@@ -320,43 +401,56 @@ class _Acc:
         self.run_id = run_id
         self.cols: dict[str, Columns] = {}
 
-    def event(self) -> MetricsLogged:
-        series = []
-        for key, (steps, stamps, values) in self.cols.items():
-            s = MetricSeries(key, steps, stamps, values)
-            pack_series(s)
-            series.append(s)
-        return MetricsLogged(self.run_id, tuple(series))
+    def command(self) -> LogBatch:
+        series = tuple(MetricSeries(k, s, t, v) for k, (s, t, v) in self.cols.items())
+        return LogBatch(run_id=self.run_id, series=series)
+
+
+class _GaveUp(Exception):
+    """The shutdown grace period ended while the store was still failing."""
 
 
 class Writer:
-    """One task that owns appends for this client: it numbers events per stream, appends each
-    batch in one transaction, has the projector apply it, and resolves waiting futures."""
+    """One task that owns appends for this client: it turns queued points and commands into a
+    batch, has the handler decide and append it (one transaction), has the projections apply
+    it, and resolves waiting futures."""
 
     def __init__(
         self,
-        store: EventStore,
-        projector: Projector,
+        handler: CommandHandler,
+        runner: ProjectionRunner | None,
         queue: EventQueue,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        recovery_dir: str | Path | None = None,
     ) -> None:
-        self.store = store
-        self.projector = projector
+        for name, value in (("max_batch", max_batch), ("max_batch_age", max_batch_age),
+                            ("write_timeout", write_timeout)):  # fmt: skip
+            if not value > 0:
+                raise _invalid(f"{name} must be positive, got {value!r}")
+        self.handler = handler
+        self.runner = runner
         self.queue = queue
         self.max_batch = max_batch
         self.max_batch_age = max_batch_age
-        self._heads: dict[str, int] = {}
+        self.write_timeout = write_timeout
+        self.recovery_dir = Path(recovery_dir) if recovery_dir is not None else None
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._hurry = asyncio.Event()
         self._stopping = False
+        self._deadline: float | None = None
+        self._inflight: list[_Item] = []
         self._batches = self._events = self._points = 0
         self._retries = self._errors = self._failed_points = 0
+        self._rejections: list[TrackerError] = []
+        self._rejected = 0
         self._last_error: str | None = None
-        self._failure: BaseException | None = None
+        self._failing_since: float | None = None
         self._position = 0
+        self.recovered_to: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -373,104 +467,169 @@ class Writer:
             self.queue.wake = self._wakeup.set
         self._task = asyncio.create_task(self._run(), name="tracker-writer")
 
-    async def stop(self) -> None:
-        """Drain everything queued, then stop. Raises WriterError if something could not be
-        stored (the cause is chained)."""
+    async def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        """Drain everything queued, for at most `grace` seconds while the store fails; then
+        write what is left to a recovery file (replayed by the next open) and raise
+        WriterError saying where. Also raises WriterError if something was refused."""
         self._stopping = True
+        self._deadline = time.monotonic() + grace
         self._hurry.set()
         self._wakeup.set()
         if self._task is not None:
-            await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await task
+        if self.recovered_to is not None:
+            raise WriterError(
+                f"the store stayed unavailable for the {grace:.0f}s shutdown grace period "
+                f"({self._last_error}); what was not written is kept in {self.recovered_to} "
+                "and will be written when the store next opens"
+            )
         self._raise_failure()
 
     async def flush(self, timeout: float | None = None) -> int:
         """Return once everything queued before the call is in the log and the views; returns
-        the log position reached. Raises WriterError if the writer has given up on anything
-        since the last flush, or if `timeout` passes first."""
+        the log position reached. Raises the error that refused a write queued without
+        waiting for it (ParamConflictError, say), WriterError when writes have been failing
+        for `write_timeout` seconds (nothing is dropped: they are retried), or when `timeout`
+        passes first."""
         if self._task is None or self._task.done():
             raise InvalidStateError(
                 "the writer is not running: use the tracker inside `async with`"
             )
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.queue.put(Op(None, fut))
         self._hurry.set()
         self._wakeup.set()
-        waiting: set[asyncio.Future[Any]] = {fut, self._task}
-        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not fut.done():
-            if self._task.done():  # cannot happen by design; if it does, say so, never hang
-                raise WriterError(f"the writer stopped: {self._last_error}")
-            raise WriterError(
-                f"flush did not complete within {timeout}s; {len(self.queue)} items waiting; "
-                f"last error: {self._last_error}"
-            )
+        await self._wait(fut, timeout)
         self._raise_failure()
         return self._position
 
+    async def submit(self, command: Command) -> Accepted:
+        """Queue a command and wait until it is durable and projected; raises what refused it."""
+        if self._task is None or self._task.done():
+            raise InvalidStateError(
+                "the writer is not running: use the tracker inside `async with`"
+            )
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queue.put(Op(command, fut))
+        self._hurry.set()
+        self._wakeup.set()
+        await self._wait(fut, None)
+        result = fut.result()
+        assert isinstance(result, Accepted)
+        return result
+
+    async def _wait(self, fut: asyncio.Future[Any], timeout: float | None) -> None:
+        started = time.monotonic()
+        while not fut.done():
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                raise WriterError(
+                    f"not durable within {timeout}s; {len(self.queue)} items waiting; "
+                    f"last error: {self._last_error}"
+                )
+            step = 0.25 if left is None else min(0.25, left)
+            assert self._task is not None
+            await asyncio.wait({fut, self._task}, timeout=step)
+            if self._task.done() and not fut.done():  # cannot happen by design; never hang
+                raise WriterError(f"the writer stopped: {self._last_error}")
+            failing = self._failing_since
+            if not fut.done() and failing and time.monotonic() - failing > self.write_timeout:
+                raise WriterError(
+                    f"writes have failed for {time.monotonic() - failing:.0f}s: "
+                    f"{self._last_error}; nothing is lost: {len(self.queue)} items are kept "
+                    "queued and retried until the store is back"
+                )
+        if fut.exception() is not None:
+            raise fut.exception()  # type: ignore[misc]
+
     def _raise_failure(self) -> None:
-        if self._failure is not None:
-            exc, n = self._failure, self._failed_points
-            self._failure, self._failed_points = None, 0
-            what = f"{n} points could not be stored" if n else "the views could not be updated"
-            raise WriterError(f"{what}: {self._last_error}") from exc
+        if self._rejections:
+            first = self._rejections[0]
+            more = self._rejected - 1
+            self._rejections, self._rejected, self._failed_points = [], 0, 0
+            if more:
+                first.add_note(f"{more} more writes queued without waiting were refused too")
+            raise first
 
     def statistics(self) -> WriterStatistics:
+        now = time.monotonic()
+        oldest = self.queue.oldest
+        if self._inflight and self._batch_started is not None:
+            oldest = min(oldest or now, self._batch_started)
+        runner = self.runner
         return WriterStatistics(
             queue_depth=self.queue.in_memory_items(), spilled_pending=self.queue.spilled_pending,
             spilled_points=self.queue.spilled_points,
             batches=self._batches, events_written=self._events, points_written=self._points,
             retries=self._retries, errors=self._errors, failed_points=self._failed_points,
-            last_error=self._last_error, position=self._position,
-            projected_position=self.projector.position,
+            rejected=self._rejected, last_error=self._last_error, position=self._position,
+            projected_position=runner.position if runner is not None else self._position,
+            projection_errors=runner.errors_count if runner is not None else 0,
+            oldest_pending_age=None if oldest is None else now - oldest,
+            failing_for=None if self._failing_since is None else now - self._failing_since,
         )  # fmt: skip
+
+    _batch_started: float | None = None
 
     # -- the loop --------------------------------------------------------------------------
 
     async def _run(self) -> None:
         q = self.queue
-        while True:
-            if not q.chunks:
-                if self._stopping:
-                    q.close()
-                    return
-                q.parked = True
-                if not q.chunks:  # checked after parking: a put in between has woken us
-                    await self._wakeup.wait()
-                q.parked = False
-                self._wakeup.clear()
-                continue
-            if len(q) < self.max_batch and not self._hurry.is_set():
-                # Linger so that a batch gathers more than a handful of points.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._hurry.wait(), self.max_batch_age)
-            self._hurry.clear()
-            try:
-                batch = q.take(self.max_batch)
-            except Exception as exc:  # reading the spill file failed: report, keep serving
-                log.exception("could not take a batch from the queue")
-                self._failure = exc
-                self._last_error = f"queue: {type(exc).__name__}: {exc}"
-                continue
-            if batch:
-                await self._write(batch)
+        try:
+            while True:
+                if not q.chunks:
+                    if self._stopping:
+                        return
+                    q.parked = True
+                    if not q.chunks:  # checked after parking: a put in between has woken us
+                        await self._wakeup.wait()
+                    q.parked = False
+                    self._wakeup.clear()
+                    continue
+                if len(q) < self.max_batch and not self._hurry.is_set() and not q.full:
+                    # Linger so that a batch gathers more than a handful of points.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), self.max_batch_age)
+                self._hurry.clear()
+                self._batch_started = q.oldest
+                try:
+                    batch = q.take(self.max_batch)
+                except Exception as exc:  # reading the spill file failed: report, keep serving
+                    log.exception("could not take a batch from the queue")
+                    self._last_error = f"queue: {type(exc).__name__}: {exc}"
+                    self._errors += 1
+                    continue
+                if batch:
+                    await self._write(batch)
+                self._batch_started = None
+        except _GaveUp:
+            self._save_recovery()
+        finally:
+            q.close()
 
-    def _events_of(self, batch: Sequence[RunPoints | Op]) -> tuple[list[_Acc | Op], int]:
-        """Turn queue chunks into events in order: a run's points between two of its other
-        events become one MetricsLogged event, a column triple per key."""
-        out: list[_Acc | Op] = []
+    def _items(self, batch: Sequence[RunPoints | Op]) -> list[_Item | Op]:
+        """Turn queue chunks into commands in order: a run's points between two of its other
+        commands become one LogBatch, a column triple per key; barriers stay in place."""
+        out: list[_Item | Op] = []
         open_: dict[str, _Acc] = {}
-        points = 0
+        accs: list[tuple[_Acc, _Item]] = []
         for chunk in batch:
             if isinstance(chunk, Op):
-                if chunk.event is not None:
-                    open_.pop(getattr(chunk.event, "run_id", ""), None)
-                out.append(chunk)
+                if chunk.command is None:
+                    out.append(chunk)
+                    continue
+                for rid in chunk.command.run_ids():
+                    open_.pop(rid, None)  # later points of that run come after it
+                points = chunk.command.point_count if isinstance(chunk.command, LogBatch) else 0
+                out.append(_Item(chunk.command, chunk, points))
                 continue
             acc = open_.get(chunk.run_id)
             if acc is None:
                 acc = open_[chunk.run_id] = _Acc(chunk.run_id)
-                out.append(acc)
+                item = _Item(None, None, 0)
+                out.append(item)
+                accs.append((acc, item))
             for key, cols in chunk.cols.items():
                 n = min(len(cols[0]), len(cols[1]), len(cols[2]))
                 if len(cols[0]) != n or len(cols[2]) != n:
@@ -478,7 +637,6 @@ class Writer:
                     # appends: that call raised, so its point was never accepted. Drop it.
                     for col in cols:
                         del col[n:]
-                points += n
                 have = acc.cols.get(key)
                 if have is None:
                     acc.cols[key] = cols
@@ -486,138 +644,130 @@ class Writer:
                     have[0].extend(cols[0])
                     have[1].extend(cols[1])
                     have[2].extend(cols[2])
-        return out, points
-
-    async def _head(self, stream: str) -> int:
-        head = self._heads.get(stream)
-        if head is None:
-            head = self._heads[stream] = await self.store.stream_head(stream)
-        return head
+        for acc, item in accs:
+            item.command = acc.command()
+            item.points = sum(len(c[2]) for c in acc.cols.values())
+        return out
 
     async def _write(self, batch: list[RunPoints | Op]) -> None:
-        """Append one batch and project it. Never raises: what cannot be stored is counted,
-        its futures fail, and the next flush() raises WriterError."""
-        entries: list[tuple[DomainEvent, Op | None]] = []
-        points = 0
-        try:
-            items, points = self._events_of(batch)
-            for it in items:
-                if isinstance(it, _Acc):
-                    entries.append((it.event(), None))
-                elif it.event is not None:
-                    entries.append((it.event, it))
-            entries, recorded = await self._append(entries, points)
-        except Exception as exc:
-            log.error("giving up on a batch of %d points: %s", points, exc)
-            self._failure = exc
-            self._failed_points += points
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            for _, op in entries:
-                if op is not None:
-                    _settle(op.future, exc=WriterError(str(exc)))
-            self._settle_barriers(batch)
-            return
+        """Store one batch and project it. Never raises (but _GaveUp at shutdown): what is
+        refused fails its futures, or is kept for the next flush() to raise."""
+        items = self._items(batch)
+        work = [it for it in items if isinstance(it, _Item)]
+        self._inflight = work
+        recorded: list[RecordedEvent] = []
+        if work:
+            outcomes = await self._retrying(
+                lambda attempt: self.handler.handle(
+                    [it.command for it in work], check_stored=attempt > 0
+                )
+            )
+            for it, outcome in zip(work, outcomes, strict=True):
+                self._settle(it, outcome)
+                if isinstance(outcome, Accepted):
+                    recorded += outcome.events
         self._batches += 1
         self._events += len(recorded)
-        self._points += points
-        await self._project(recorded)
-        for _, op in entries:
-            if op is not None:
-                _settle(op.future, result=self._position)
-        self._settle_barriers(batch)
+        recorded.sort(key=lambda r: r.position)
+        if recorded:
+            self._position = max(self._position, recorded[-1].position)
+        if self.runner is not None and (recorded or self.runner.position < self._position):
+            runner = self.runner
+            await self._retrying(lambda _: runner.apply(recorded))
+        self._inflight = []
+        for it in work:
+            if it.op is not None and it.result is not None:
+                _settle(it.op.future, result=it.result)
+        for barrier in items:
+            if isinstance(barrier, Op):
+                _settle(barrier.future, result=self._position)
 
-    async def _append(
-        self, entries: list[tuple[DomainEvent, Op | None]], points: int
-    ) -> tuple[list[tuple[DomainEvent, Op | None]], list[RecordedEvent]]:
-        """Number and append events, retrying: transient errors with backoff forever, others
-        a few times; sequence conflicts by renumbering. Event ids are made once, so a retry
-        after a commit whose acknowledgement was lost stores nothing twice."""
-        ids = [NewEvent.new_id() for _ in entries]
-        attempt = conflicts = 0
-        recheck: ConcurrencyError | None = None
-        while entries:
-            now = time.time_ns() // 1_000_000
-            heads = dict(self._heads)
-            new: list[NewEvent] = []
-            try:
-                if recheck is not None:
-                    # After a conflict, an event that had to open its stream cannot be placed
-                    # if the stream now exists.
-                    kept, kept_ids = [], []
-                    for (event, op), event_id in zip(entries, ids, strict=True):
-                        if op is not None and op.new_stream and await self._head(event.stream_id):
-                            _settle(op.future, exc=recheck)
-                        else:
-                            kept.append((event, op))
-                            kept_ids.append(event_id)
-                    entries, ids, recheck = kept, kept_ids, None
-                    heads = dict(self._heads)
-                for (event, op), event_id in zip(entries, ids, strict=True):
-                    stream = event.stream_id
-                    head = heads.get(stream)
-                    if head is None:
-                        head = 0 if (op is not None and op.new_stream) else await self._head(stream)
-                    heads[stream] = head + 1
-                    new.append(NewEvent(event_id, stream, head + 1, now, event))
-                recorded = await self.store.append(new)
-            except ConcurrencyError as exc:
-                # Another process appended to one of our streams: renumber from the log.
-                conflicts += 1
-                self._retries += 1
-                if conflicts > _MAX_CONFLICTS:
-                    raise
-                for stream in {e.stream_id for e in new}:
-                    self._heads.pop(stream, None)
-                recheck = exc
-                continue
-            except Exception as exc:
-                attempt += 1
-                self._errors += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                if not _is_transient(exc) and attempt >= _PERMANENT_RETRIES:
-                    raise
-                for stream in {e.stream_id for e, _ in entries}:
-                    self._heads.pop(stream, None)  # the commit may have happened: re-read
-                self._retries += 1
-                delay = min(_MAX_BACKOFF, 0.05 * 2 ** min(attempt, 10))
-                log.warning("append failed (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if len(recorded) < len(new):
-                # Some were in the log already (an earlier attempt committed): trust the log.
-                for stream in {e.stream_id for e in new}:
-                    heads.pop(stream, None)
-                self._position = max(self._position, await self.store.head())
-            self._heads = heads
-            if recorded:
-                self._position = max(self._position, recorded[-1].position)
-            return entries, recorded
-        return entries, []
+    def _settle(self, it: _Item, outcome: Outcome) -> None:
+        if isinstance(outcome, Accepted):
+            self._points += it.points
+            it.result = outcome  # futures resolve after projection: a read that follows sees it
+            return
+        if it.op is not None and it.op.future is not None:
+            _settle(it.op.future, exc=outcome)  # the caller is waiting: it gets the error
+            it.op.future = None
+            return
+        self._last_error = f"{type(outcome).__name__}: {outcome}"
+        self._failed_points += it.points
+        self._rejected += 1
+        if len(self._rejections) < _MAX_REJECTIONS_KEPT:
+            self._rejections.append(outcome)
+        log.error("a queued write was refused: %s", outcome)
 
-    async def _project(self, recorded: list[RecordedEvent]) -> None:
+    async def _retrying(self, work: Callable[[int], Any]) -> Any:
+        """Run `work(attempt)` until the store answers: outages are retried with jittered
+        backoff for as long as the writer runs (nothing is dropped), and until the grace
+        period's end once it is stopping."""
         attempt = 0
-        while True:
-            try:
-                if recorded and self.projector.position < recorded[0].position:
-                    await self.projector.apply(recorded)
-                if self.projector.position < self._position:
-                    await self.projector.catch_up()
-                return
-            except Exception as exc:
-                # The log already holds these events; views catch up from it on retry.
-                attempt += 1
-                self._errors += 1
-                self._last_error = f"projection: {type(exc).__name__}: {exc}"
-                log.warning("projection failed (%s); retrying", exc)
-                if attempt >= _PERMANENT_RETRIES and not _is_transient(exc):
-                    self._failure = exc
-                    return
-                await asyncio.sleep(min(_MAX_BACKOFF, 0.05 * 2**attempt))
 
-    def _settle_barriers(self, batch: list[RunPoints | Op]) -> None:
-        for item in batch:
-            if isinstance(item, Op) and item.event is None:
-                _settle(item.future, result=self._position)
+        def retry(exc: Exception) -> bool:
+            if not isinstance(exc, StoreUnavailableError | OSError):
+                return False
+            self._errors += 1
+            self._retries += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            log.warning("store unavailable (%s); retrying", exc)
+            return self._deadline is None or time.monotonic() < self._deadline
+
+        try:
+            async for retry_attempt in stamina.retry_context(
+                on=retry, attempts=None, timeout=None, wait_initial=0.05, wait_max=5.0,
+                wait_jitter=0.5,
+            ):  # fmt: skip
+                with retry_attempt:
+                    result = await work(attempt)
+                attempt += 1
+        except (StoreUnavailableError, OSError) as exc:
+            raise _GaveUp(str(exc)) from exc
+        self._failing_since = None
+        return result
+
+    def _save_recovery(self) -> None:
+        """At the end of the grace period: every command not stored, in order, to a file the
+        next open replays (commands keep their ids, so a replay stores nothing twice)."""
+        commands = [it.command for it in self._inflight]
+        for chunk in self.queue.take(1 << 62):
+            for it in self._items([chunk]):
+                if isinstance(it, _Item):
+                    commands.append(it.command)
+                    if it.op is not None:
+                        self._inflight.append(it)
+                elif it.future is not None:
+                    _settle(
+                        it.future, exc=WriterError(f"the store is unavailable: {self._last_error}")
+                    )
+        waiting = [it.op.future for it in self._inflight if it.op is not None]
+        self._inflight = []
+        if not commands:
+            self._fail_waiting(waiting, None)
+            return
+        directory = self.recovery_dir or Path(tempfile.gettempdir())
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"recovery-{time.time_ns()}-{uuid.uuid4().hex[:8]}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for command in commands:
+                f.write(orjson.dumps(wire.encode(command)) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.recovered_to = path
+        log.error("store unavailable at shutdown: %d commands kept in %s", len(commands), path)
+        self._fail_waiting(waiting, path)
+
+    def _fail_waiting(self, futures: list[Any], path: Path | None) -> None:
+        where = f"; kept in {path} for the next open" if path else ""
+        error = WriterError(
+            f"the store stayed unavailable until shutdown: {self._last_error}{where}"
+        )
+        for fut in futures:
+            _settle(fut, exc=error)
 
 
 def _settle(fut: Any, *, result: Any = None, exc: BaseException | None = None) -> None:
@@ -632,3 +782,13 @@ def _settle(fut: Any, *, result: Any = None, exc: BaseException | None = None) -
             fut.set_exception(exc)
         else:
             fut.set_result(result)
+
+
+def read_recovery(path: Path) -> list[Command]:
+    """The commands of a recovery file."""
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                out.append(wire.decode(orjson.loads(line)))
+    return out

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from tracker import InvalidInputError, Tracker
 from tracker.errors import ArtifactError
 from tracker.events import ArtifactLogged
+from tracker.stores import schema
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -94,8 +96,9 @@ async def test_log_list_download_round_trip(tk_exp: tuple[Tracker, str], tmp_pat
     assert events["tree/sub/b.bin"].size == 300_000
     assert events["config.json"].content_type == "application/json"
     async with tk.store.snapshot() as s:
+        table = schema.run_artifacts
         rows = await s.fetchall(
-            "SELECT path, size FROM run_artifacts WHERE run_id = ?", (run.run_id,)
+            sa.select(table.c.path, table.c.size).where(table.c.run_id == run.run_id)
         )
     assert dict(rows)["tree/sub/b.bin"] == 300_000 and len(rows) == 6
 

@@ -1,4 +1,4 @@
-"""The EventStore contract, run on every real backend."""
+"""The SqlEventStore contract, run on every real backend."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from array import array
 
 import pytest
+import sqlalchemy as sa
 
 from tracker.errors import ConcurrencyError
 from tracker.events import (
@@ -19,7 +20,7 @@ from tracker.events import (
     TagsSet,
     run_stream,
 )
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 
 RUN = "a" * 32
 
@@ -40,7 +41,7 @@ def _metrics(n: int, run_id: str = RUN, key: str = "loss") -> MetricsLogged:
 
 
 async def test_append_assigns_increasing_positions_and_reads_back_equal_events(
-    store: EventStore,
+    store: SqlEventStore,
 ) -> None:
     """Positions strictly increase, and events read back equal what was appended."""
     events = [_new(_created(), 1), _new(ParamsLogged(RUN, {"a": "1"}), 2), _new(_metrics(10), 3)]
@@ -56,7 +57,7 @@ async def test_append_assigns_increasing_positions_and_reads_back_equal_events(
     assert await store.stream_head(run_stream("b" * 32)) == 0
 
 
-async def test_duplicate_event_id_is_a_no_op(store: EventStore) -> None:
+async def test_duplicate_event_id_is_a_no_op(store: SqlEventStore) -> None:
     """Appending an event id already in the log stores nothing and raises nothing."""
     first = _new(_created(), 1)
     await store.append([first])
@@ -65,7 +66,9 @@ async def test_duplicate_event_id_is_a_no_op(store: EventStore) -> None:
     assert len(await store.read()) == 1
 
 
-async def test_sequence_conflict_raises_and_stores_nothing_of_the_batch(store: EventStore) -> None:
+async def test_sequence_conflict_raises_and_stores_nothing_of_the_batch(
+    store: SqlEventStore,
+) -> None:
     """A taken (stream, sequence) raises ConcurrencyError; the whole batch is rolled back."""
     await store.append([_new(_created(), 1)])
     other = _new(ExperimentCreated("7", "e", "file:///x", 1), 1)
@@ -75,17 +78,17 @@ async def test_sequence_conflict_raises_and_stores_nothing_of_the_batch(store: E
     assert [r.event for r in await store.read()] == [_created()]
 
 
-async def test_the_log_refuses_update_and_delete(store: EventStore) -> None:
+async def test_the_log_refuses_update_and_delete(store: SqlEventStore) -> None:
     """The database itself refuses to change or remove an appended event."""
     await store.append([_new(_created(), 1)])
     for statement in ("UPDATE events SET seq = 99", "DELETE FROM events"):
         with pytest.raises(Exception, match=r"(?i)append-only|refused|not allowed|denied"):
             async with store.transaction() as s:
-                await s.execute(statement)
+                await s.execute(sa.text(statement))
     assert len(await store.read()) == 1
 
 
-async def test_read_stream_bounds_by_position_and_time(store: EventStore) -> None:
+async def test_read_stream_bounds_by_position_and_time(store: SqlEventStore) -> None:
     """read_stream honours until_position and until_time, both inclusive."""
     r = await store.append(
         [
@@ -104,7 +107,7 @@ async def test_read_stream_bounds_by_position_and_time(store: EventStore) -> Non
     assert len(await store.read_stream(s, until_time=99)) == 0
 
 
-async def test_metric_values_round_trip_bit_for_bit(store: EventStore) -> None:
+async def test_metric_values_round_trip_bit_for_bit(store: SqlEventStore) -> None:
     """NaN, ±Inf, -0.0 and extreme steps survive the log exactly."""
     values = array("d", [math.nan, math.inf, -math.inf, -0.0, 1e-300])
     steps = array("q", [-(1 << 63), (1 << 63) - 1, 0, 1, 2])
@@ -121,7 +124,7 @@ async def test_concurrent_appenders_never_share_a_position(store_factory) -> Non
     await b.open()
     try:
 
-        async def writer(st: EventStore, run_id: str) -> None:
+        async def writer(st: SqlEventStore, run_id: str) -> None:
             await st.append([_new(_created(run_id), 1)])
             for i in range(2, 22):
                 await st.append([_new(_metrics(5, run_id), i)])

@@ -10,10 +10,9 @@ from collections.abc import Callable
 import pytest
 
 from tests.contract.workers import RUNS_PER_WRITER, append_worker, event_id, run_id
-from tests.helpers import dump_views
+from tests.helpers import dump_views, runner_for
 from tracker.events import run_stream
-from tracker.projections.views import Projector
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 
 WRITERS = 8
 EVENTS_PER_WRITER = 10_000
@@ -22,7 +21,7 @@ TIMEOUT = 120.0
 
 @pytest.mark.slow
 async def test_many_processes_append_every_event_once_in_commit_order(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """8 processes x 10,000 events: each event is stored once, a follower reading by position
     meanwhile sees every position exactly once and in order (no late commit below what it has
@@ -71,10 +70,10 @@ async def test_many_processes_append_every_event_once_in_commit_order(
                 seqs = sequences[run_stream(run_id(w, r))]
                 assert seqs == list(range(1, len(seqs) + 1))
 
-        projector = Projector(store)
+        projector = await runner_for(store)
         assert await projector.catch_up() == total
         projected = await dump_views(store)
-        assert await Projector(store).rebuild() == total
+        assert await projector.rebuild() == total
         assert await dump_views(store) == projected
     finally:
         for p in procs:

@@ -12,14 +12,14 @@ import pytest
 
 import tracker
 from tracker.errors import NotFoundError, StoreError
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 from tracker.stores.sqlite import SQLiteEventStore
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_create_false_on_an_empty_database_raises_not_found(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """A read-only open of a database without tracker's schema says so and creates nothing."""
     store = store_factory()
@@ -31,13 +31,13 @@ async def test_create_false_on_an_empty_database_raises_not_found(
     await store.aclose()
 
 
-async def test_an_mlflow_database_is_recognised(store_factory: Callable[[], EventStore]) -> None:
+async def test_an_mlflow_database_is_recognised(store_factory: Callable[[], SqlEventStore]) -> None:
     """A database holding MLflow's tables is refused with a message naming MLflow."""
     store = store_factory()
     await store.open()
     async with store.transaction() as s:
-        await s.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        await s.execute(f"DROP TABLE {'tracker_schema'}")
+        await s.execute_raw("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        await s.execute_raw("DROP TABLE tracker_schema")
     await store.aclose()
     other = store_factory()
     with pytest.raises(StoreError, match="MLflow tracking database"):

@@ -16,7 +16,7 @@ from tests.backends import POSTGRES_DSN
 from tracker import Tracker
 from tracker.errors import StoreUnavailableError
 from tracker.events import MetricSeries, MetricsLogged, NewEvent, run_stream
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 from tracker.stores.postgres import PostgresEventStore
 from tracker.stores.sqlalchemy import SqlAlchemyEventStore
 from tracker.stores.sqlite import SQLiteEventStore
@@ -29,13 +29,13 @@ _KILL = (
 )
 
 
-def _named(store_factory: Callable[[], EventStore], name: str) -> EventStore:
+def _named(store_factory: Callable[[], SqlEventStore], name: str) -> SqlEventStore:
     """A store of the backend whose connections carry `name`, so that the test kills only them."""
     probe = store_factory()
     assert isinstance(store_factory, partial)
     if isinstance(probe, PostgresEventStore):
         return store_factory(server_settings={"application_name": name})
-    if isinstance(probe, SqlAlchemyEventStore) and probe.dialect.name == "postgres":
+    if isinstance(probe, SqlAlchemyEventStore) and probe.family == "postgresql":
         return store_factory(connect_args={"server_settings": {"application_name": name}})
     pytest.skip("kills connections with PostgreSQL's pg_terminate_backend")
 
@@ -56,7 +56,7 @@ async def _killer(name: str, stop: asyncio.Event, every: float) -> int:
 
 
 async def test_killed_connections_lose_and_duplicate_nothing(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """While a Tracker logs 12,000 points in small batches, the server kills all of its
     connections every 50 ms: the writer retries and reconnects, and afterwards every point is in
@@ -101,7 +101,7 @@ async def test_killed_connections_lose_and_duplicate_nothing(
 
 
 async def test_idle_connections_killed_by_the_server_are_replaced(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """After the server drops every pooled connection, the next read and append succeed at
     once: the pool notices dead connections and opens new ones."""
@@ -131,7 +131,7 @@ class _FaultyCommits:
     """Makes chosen transactions of a store fail at COMMIT: either the commit is lost
     (rolled back) or only its reply is (committed), as when the connection dies right then."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: SqlEventStore) -> None:
         self.store = store
         self.transaction = store.transaction
         self.lose_commit = 0
@@ -147,6 +147,17 @@ class _FaultyCommits:
 
         store.lock_projection = locking  # type: ignore[method-assign]
         store.transaction = self._faulty  # type: ignore[method-assign]
+        if isinstance(store, PostgresEventStore):
+            # Its appends take a pooled connection directly (three round trips, no session):
+            # intercept their COMMIT on that connection instead.
+            connection = store._connection
+
+            @contextlib.asynccontextmanager
+            async def faulty_connection(begin: str | None) -> Any:
+                async with connection(begin) as conn:
+                    yield _CommitFaults(conn, self) if begin and "advisory" in begin else conn
+
+            store._connection = faulty_connection  # type: ignore[method-assign]
 
     @contextlib.asynccontextmanager
     async def _faulty(self) -> Any:
@@ -163,6 +174,31 @@ class _FaultyCommits:
             raise StoreUnavailableError("injected: connection lost after COMMIT")
 
 
+class _CommitFaults:
+    """An asyncpg connection whose COMMIT the faults can lose, or whose reply they can."""
+
+    def __init__(self, conn: Any, faults: _FaultyCommits) -> None:
+        self._conn, self._faults = conn, faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        f = self._faults
+        if sql == "COMMIT" and not f.projection_only:
+            if f.lose_commit:
+                f.lose_commit -= 1
+                f.injected += 1
+                await self._conn.execute("ROLLBACK")
+                raise StoreUnavailableError("injected: connection lost before COMMIT")
+            if f.lose_reply:
+                f.lose_reply -= 1
+                f.injected += 1
+                await self._conn.execute("COMMIT")
+                raise ConnectionResetError("injected: connection lost after COMMIT")
+        return await self._conn.execute(sql, *args)
+
+
 def _new_metrics(run: str, seq: int, step: int) -> NewEvent:
     s = MetricSeries("m", array("q", [step]), array("q", [step]), array("d", [step / 3]))
     event = MetricsLogged(run, (s,))
@@ -170,7 +206,7 @@ def _new_metrics(run: str, seq: int, step: int) -> NewEvent:
 
 
 async def test_an_append_whose_commit_reply_is_lost_reports_what_it_stored(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """When the connection dies after COMMIT reached the server, append finds out that the
     batch is in and returns it, so the writer does not store it again under new ids; when it
@@ -201,7 +237,7 @@ async def test_an_append_whose_commit_reply_is_lost_reports_what_it_stored(
 
 
 async def test_a_projection_whose_commit_is_lost_is_redone(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """A projection transaction lost at COMMIT leaves the projector's position where the
     database has it, so the writer's retry and later reads bring the views up to date."""

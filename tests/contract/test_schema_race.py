@@ -7,27 +7,30 @@ import multiprocessing
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
 from tests.contract.workers import open_worker
 from tracker.events import NewEvent, RunCreated
-from tracker.stores.base import SCHEMA_VERSION, EventStore
-from tracker.stores.schema import META, create_table_sql
+from tracker.stores.base import SqlEventStore
+from tracker.stores.migrations import MIGRATIONS
+from tracker.stores.schema import schema_versions
 
 PROCESSES = 6
+APPLIED = [(m.version,) for m in MIGRATIONS]
 
 
-async def _meta_rows(store: EventStore) -> list[tuple[object, ...]]:
+async def _meta_rows(store: SqlEventStore) -> list[tuple[object, ...]]:
     async with store.snapshot() as s:
-        return await s.fetchall(f"SELECT version FROM {META.name}")
+        return sorted(await s.fetchall(sa.select(schema_versions.c.version)))
 
 
-async def _append_one(store: EventStore) -> None:
+async def _append_one(store: SqlEventStore) -> None:
     e = RunCreated("c" * 32, "0", "r", 1, "u", "file:///tmp/a", {}, None)
     await store.append([NewEvent(NewEvent.new_id(), e.stream_id, 1, 1, e)])
 
 
 async def test_processes_opening_a_fresh_database_at_once_create_the_schema_once(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """Six processes released together into open() on a fresh database all succeed, and the
     schema is created exactly once (no duplicate-table or duplicate-version errors)."""
@@ -42,7 +45,7 @@ async def test_processes_opening_a_fresh_database_at_once_create_the_schema_once
     store = store_factory()
     await store.open()
     try:
-        assert await _meta_rows(store) == [(SCHEMA_VERSION,)]
+        assert await _meta_rows(store) == APPLIED
         await _append_one(store)
         assert len(await store.read()) == 1
     finally:
@@ -50,39 +53,40 @@ async def test_processes_opening_a_fresh_database_at_once_create_the_schema_once
 
 
 async def test_connections_opening_a_fresh_database_at_once_create_the_schema_once(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """Eight stores in one process opening concurrently: same outcome as separate processes."""
     stores = [store_factory() for _ in range(8)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        assert {await s.schema_version() for s in stores} == {SCHEMA_VERSION}
-        assert await _meta_rows(stores[0]) == [(SCHEMA_VERSION,)]
+        assert {await s.schema_version() for s in stores} == {MIGRATIONS[-1].version}
+        assert await _meta_rows(stores[0]) == APPLIED
     finally:
         await asyncio.gather(*(s.aclose() for s in stores))
 
 
 async def test_a_half_created_mysql_schema_is_completed_on_the_next_open(
-    store_factory: Callable[[], EventStore],
+    store_factory: Callable[[], SqlEventStore],
 ) -> None:
     """MySQL commits each DDL statement alone, so a crash can leave some tables: the next open
     creates the rest instead of failing on the ones that exist."""
     store = store_factory()
-    if store.dialect.name != "mysql":
+    if store.family != "mysql":
         pytest.skip("DDL is transactional here: a crash cannot leave half a schema")
     await store.open()
     async with store.transaction() as s:
-        for table in ("events", "runs", META.name):
-            await s.execute(f"DROP TABLE {table}")
-        await s.execute(create_table_sql(META, store.dialect.types)[0])  # a crash after this
+        for table in ("events", "projection_state", "projection_errors", "tracker_schema"):
+            await s.execute_raw(f"DROP TABLE {table}")
+        for stmt in store.ddl(schema_versions):  # a crash after this
+            await s.execute_raw(stmt)
     await store.aclose()
     again = store_factory()
     await again.open()
     try:
-        assert await _meta_rows(again) == [(SCHEMA_VERSION,)]
+        assert await _meta_rows(again) == APPLIED
         await _append_one(again)
         with pytest.raises(Exception, match="append-only"):
             async with again.transaction() as s:
-                await s.execute("DELETE FROM events")
+                await s.execute_raw("DELETE FROM events")
     finally:
         await again.aclose()

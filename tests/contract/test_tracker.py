@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.helpers import dump_views
+from tests.helpers import dump_views, runner_for
 from tracker import (
     AlreadyExistsError,
     InvalidInputError,
@@ -17,13 +17,12 @@ from tracker import (
     ParamConflictError,
     Tracker,
 )
-from tracker.events import MetricsLogged, RunCreated
-from tracker.projections.views import Projector
-from tracker.stores.base import EventStore
+from tracker.events import MetricsLogged, ParamsLogged, RunCreated
+from tracker.stores.base import SqlEventStore
 
 
 @pytest.fixture
-async def tk(store_factory: Callable[[], EventStore]) -> AsyncIterator[Tracker]:
+async def tk(store_factory: Callable[[], SqlEventStore]) -> AsyncIterator[Tracker]:
     async with Tracker(store=store_factory()) as t:
         yield t
 
@@ -194,12 +193,12 @@ async def test_rebuild_reproduces_the_views(tk: Tracker) -> None:
     await tk.delete_experiment(exp)
     await tk.flush()
     before = await dump_views(tk.store)
-    position = await Projector(tk.store).rebuild()
+    position = await (await runner_for(tk.store)).rebuild()
     assert position == tk.statistics().position
     assert await dump_views(tk.store) == before
 
 
-async def test_read_your_writes_across_trackers(store_factory: Callable[[], EventStore]) -> None:
+async def test_read_your_writes_across_trackers(store_factory: Callable[[], SqlEventStore]) -> None:
     """What one tracker flushed, another tracker on the same database reads at once."""
     async with Tracker(store=store_factory()) as a, Tracker(store=store_factory()) as b:
         run = await a.start_run("shared")
@@ -218,14 +217,16 @@ async def test_ended_run_refuses_more_logging(tk: Tracker) -> None:
         await tk.start_run(name="a", tags={"mlflow.runName": "b"})
 
 
-async def test_wait_until_follows_another_writer(store_factory: Callable[[], EventStore]) -> None:
+async def test_wait_until_follows_another_writer(
+    store_factory: Callable[[], SqlEventStore],
+) -> None:
     """wait_until(position) returns once the views reflect what another tracker appended."""
     async with Tracker(store=store_factory()) as a, Tracker(store=store_factory()) as b:
         run = await a.start_run("follow")
         run.log_metric("m", 7.0)
         position = await a.flush()
         await b.wait_until(position)
-        assert b.projector.position >= position
+        assert b.runner.position >= position
         async with b.store.snapshot() as s:
             got = await b.queries.get_run(s, run.run_id)
         assert got is not None and got.data.metrics == {"m": 7.0}
@@ -278,12 +279,17 @@ async def test_history_pages_survive_duplicates_and_infinities(tk: Tracker) -> N
 
 
 async def test_params_are_write_once_across_handles_on_one_run(tk: Tracker) -> None:
-    """Two handles on the same run share its params: the second value still conflicts."""
+    """Two handles on the same run: the store decides, so the second value is refused (at the
+    flush that writes it) and never stored."""
     first = await tk.start_run()
     second = await tk.start_run(run_id=first.run_id)
     first.log_param("lr", "0.1")
-    with pytest.raises(ParamConflictError):
-        second.log_param("lr", "0.2")
+    second.log_param("lr", "0.2")
+    with pytest.raises(ParamConflictError, match=r"Attempted logging new value '0\.2'"):
+        await tk.flush()
+    assert (await tk.get_run(first.run_id)).data.params == {"lr": "0.1"}
+    logged = [r.event async for r in tk.replay(first.run_id) if isinstance(r.event, ParamsLogged)]
+    assert [e.params for e in logged] == [{"lr": "0.1"}]
 
 
 async def test_time_travel_sees_experiment_deletion(tk: Tracker) -> None:

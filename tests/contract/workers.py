@@ -8,11 +8,11 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
+from tests.helpers import runner_for
 from tracker.events import MetricSeries, MetricsLogged, NewEvent, ParamsLogged, RunCreated, TagsSet
-from tracker.projections.views import Projector
-from tracker.stores.base import EventStore
+from tracker.stores.base import SqlEventStore
 
-Factory = Callable[[], EventStore]
+Factory = Callable[[], SqlEventStore]
 RUNS_PER_WRITER = 5
 
 
@@ -80,7 +80,7 @@ async def _append(factory: Factory, writer: int, count: int, start: Any) -> None
     except BaseException:
         start.abort()  # release the others and the test instead of leaving them waiting
         raise
-    projector = Projector(store)
+    projector = await runner_for(store)
     start.wait()
     try:
         i = 0

@@ -14,7 +14,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(tracker.__all__) == [
         "AlreadyExistsError", "ConcurrencyError", "DatasetInput", "Experiment", "InvalidInputError",
         "InvalidStateError", "Metric", "NotFoundError", "Page", "ParamConflictError", "QueueFullError",
-        "Run", "RunData", "RunInfo", "RunView", "StoreError", "SyncRun", "SyncTracker", "Tracker", "TrackerError",
+        "Run", "RunData", "RunInfo", "RunNotActiveError", "RunView", "StoreError", "SyncRun", "SyncTracker", "Tracker", "TrackerError",
         "WriterError", "WriterStatistics",
     ]  # fmt: skip
     for name in tracker.__all__:

@@ -54,4 +54,4 @@ def test_errors_are_messages_not_tracebacks(env: dict[str, str], tmp_path: Path)
     bad = r.invoke(main, ["runs", "list", "--backend-store-uri", "sqlite:///:memory:"])
     assert bad.exit_code == 1 and "in-memory" in bad.output
     ok = r.invoke(main, ["db", "upgrade", f"sqlite:///{tmp_path}/x.db"])
-    assert ok.exit_code == 0 and "schema at version 1" in ok.output
+    assert ok.exit_code == 0 and "schema at version 2" in ok.output

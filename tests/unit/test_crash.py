@@ -62,8 +62,8 @@ def _spawn(code: str, store_dir: Path) -> subprocess.Popen[str]:
 
 async def _steps(store_dir: Path, run_id: str) -> list[int]:
     async with Tracker(str(store_dir)) as tk:
-        page = await tk.get_metric_history(run_id, "m", max_results=10_000_000)
-        return [p.step for p in page]
+        series = await tk.get_metric_series(run_id, "m")
+        return [int(s) for s in series.steps]
 
 
 async def test_sigkill_loses_nothing_that_flush_acknowledged(tmp_path: Path) -> None:

@@ -48,13 +48,32 @@ def test_invalid_keys_say_what_to_fix(key: object, fragment: str) -> None:
 
 
 def test_metric_values() -> None:
-    """Numbers become floats, NaN/±Inf are kept, bools and strings are refused."""
+    """Real numbers become floats (bools as 0/1, as MLflow), NaN/±Inf are kept, anything
+    else is refused."""
     assert validate_metric_value("k", 3) == 3.0
+    assert validate_metric_value("k", True) == 1.0
     assert math.isnan(validate_metric_value("k", math.nan))
     assert validate_metric_value("k", -math.inf) == -math.inf
-    for bad in (True, "1.0", None, [1]):
+    for bad in ("1.0", None, [1], 1j, b"1"):
         with pytest.raises(InvalidInputError):
             validate_metric_value("k", bad)
+
+
+def test_one_numeric_rule_for_numpy_scalars() -> None:
+    """numpy's scalars follow the same rule as Python's: numbers (and 0-d arrays) are values,
+    integral types are steps, bools and floats are not steps."""
+    np = pytest.importorskip("numpy")
+    assert validate_metric_value("k", np.float32(0.5)) == 0.5
+    assert validate_metric_value("k", np.int64(7)) == 7.0
+    assert validate_metric_value("k", np.bool_(True)) == 1.0
+    assert validate_metric_value("k", np.array(2.5)) == 2.5
+    with pytest.raises(InvalidInputError, match="real numbers"):
+        validate_metric_value("k", np.array([1.0, 2.0]))
+    assert validate_int64("step", np.int64(7)) == 7
+    assert validate_int64("step", np.int32(-3)) == -3
+    for bad in (True, np.bool_(False), 1.0, np.float64(2.0), "3"):
+        with pytest.raises(InvalidInputError, match="must be an integer"):
+            validate_int64("step", bad)
     with pytest.raises(InvalidInputError, match="does not fit"):
         validate_metric_value("k", 10**400)
 

@@ -1,0 +1,361 @@
+"""The tracker's lifecycle: what it is made of, opening and closing, flushing, waiting for views."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+
+import stamina
+
+from tracker.artifacts.runs import RunArtifacts
+from tracker.commands import Command, CreateExperiment
+from tracker.errors import (
+    AlreadyExistsError,
+    InvalidStateError,
+    StoreUnavailableError,
+    TrackerError,
+)
+from tracker.events import DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME
+from tracker.handler import Accepted, CommandHandler
+from tracker.projections import default_projections
+from tracker.projections.queries import Queries
+from tracker.projections.runner import ProjectionRunner
+from tracker.stores import resolve_uri, store_from_uri
+from tracker.stores.base import Database, EventLog, Session, SqlEventStore
+from tracker.stores.uris import mask_password
+from tracker.writer import (
+    DEFAULT_GRACE,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BATCH_AGE,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_WRITE_TIMEOUT,
+    EventQueue,
+    Writer,
+    WriterStatistics,
+    read_recovery,
+)
+
+if TYPE_CHECKING:
+    from tracker.client.handle import Run
+
+log = logging.getLogger("tracker")
+T = TypeVar("T")
+
+_DEFAULT_EXPERIMENT_COMMAND: Final = uuid.uuid5(
+    uuid.NAMESPACE_URL, "tracker:default-experiment"
+).bytes
+READ_RETRY_TIMEOUT: Final = 30.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _ViewLookups:
+    """What decisions look up in the views: the next experiment id, and names held by
+    experiments made before names were claimed in the log."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    async def next_experiment_id(self) -> int:
+        async with self._core.database.snapshot() as s:
+            return await self._core.queries.next_experiment_id(s)
+
+    async def experiment_by_name(self, name: str) -> str | None:
+        async with self._core.database.snapshot() as s:
+            found = await self._core.queries.get_experiment_by_name(s, name)
+        return None if found is None else found.experiment_id
+
+
+class Core:
+    """What every part of the Tracker shares: the log, the views' database, the command
+    handler, the writer and its queue, the projections and their queries.
+
+    uri: None for $TRACKER_TRACKING_URI or the embedded default ./mlruns; see
+    tracker.stores.store_from_uri. `store` gives a store (both roles) instead; `log` and
+    `database` give the two roles apart (tracker.testing uses an in-memory log).
+    on_full: what log_* does when `max_queue` items wait (see tracker.writer).
+    max_batch / max_batch_age: when the writer commits a batch. write_timeout: how long
+    flush() and reads wait while writes fail before they raise (writes go on being retried).
+    grace: how long closing waits for a failing store before it keeps what is left in a
+    recovery file. default_artifact_root: where new experiments keep artifacts (default: the
+    store's own, ./mlruns for the embedded store). create=False: never create a store; opening
+    one that does not exist raises NotFoundError (what read-only tools want).
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        on_full: str = "spill",
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        grace: float = DEFAULT_GRACE,
+        store: SqlEventStore | None = None,
+        log: EventLog | None = None,
+        database: Database | None = None,
+        artifact_options: Mapping[str, Any] | None = None,
+        default_artifact_root: str | None = None,
+        create: bool = True,
+        _threaded: bool = False,
+    ) -> None:
+        self.uri = resolve_uri(uri) if store is None and log is None else None
+        if store is None and (log is None or database is None):
+            if log is not None or database is not None:
+                raise TypeError("give both log= and database=, or a store=")
+            store = store_from_uri(self.uri)
+        self.log: EventLog = log if log is not None else store  # type: ignore[assignment]
+        self.database: Database = database if database is not None else store  # type: ignore[assignment]
+        self.store = store
+        self._create = create
+        self._grace = grace
+        self._default_artifact_root = default_artifact_root
+        path = getattr(self.log, "path", None)
+        memory = getattr(self.log, "memory", False)
+        spill_dir = str(path.parent) if path is not None and not memory else None
+        self._queue = EventQueue(max_queue, on_full, _threaded, spill_dir)
+        self._one_store = _same(self.log, self.database)
+        self.queries = Queries(self.database, self.log, self._one_store)
+        self.handler = CommandHandler(
+            self.log, _ViewLookups(self), artifact_root=self._artifact_root()
+        )
+        self.runner = ProjectionRunner(self.log, self.database, default_projections())
+        self._writer = Writer(
+            self.handler, self.runner, self._queue, max_batch=max_batch,
+            max_batch_age=max_batch_age, write_timeout=write_timeout,
+            recovery_dir=self._recovery_dir(),
+        )  # fmt: skip
+        self._open = False
+        self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
+        self._artifacts = RunArtifacts(**(artifact_options or {}))
+
+    @property
+    def display_uri(self) -> str:
+        """Where runs are recorded, with any password masked: what to show people."""
+        return mask_password(self.uri or str(getattr(self.log, "uri", "?")))
+
+    def _artifact_root(self) -> str:
+        root = (
+            self._default_artifact_root
+            or getattr(self.store, "default_artifact_root", None)
+            or str(Path(resolve_uri(None)).resolve())
+        )
+        return (
+            root if "://" in root or root.startswith("mlflow-artifacts:") else Path(root).as_uri()
+        )
+
+    def _recovery_dir(self) -> Path | None:
+        path = getattr(self.log, "path", None)
+        if getattr(self.log, "memory", False) or isinstance(self.log, _memory_type()):
+            return None
+        if path is not None:
+            return Path(path).parent / "recovery"
+        state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        digest = hashlib.sha256(self.display_uri.encode()).hexdigest()[:16]
+        return Path(state) / "tracker" / "recovery" / digest
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store (creating it unless `create=False`), catch the views up, start the
+        writer and replay what an earlier process left in a recovery file. If anything fails,
+        what was opened is closed again before the error propagates, so a failed open never
+        leaves a thread keeping the process alive. A store that is briefly unreachable is
+        retried."""
+        if self._open:
+            return
+        await self._retry_outage(lambda: self.log.open(create=self._create))
+        try:
+            if not self._one_store:
+                await self._retry_outage(lambda: self.database.open(create=self._create))
+            await self._retry_outage(self.runner.open)
+            await self._retry_outage(self.runner.catch_up)
+            self._writer.start()
+            self._open = True
+            await self._replay_recovery()
+            await self._ensure_default_experiment()
+        except BaseException:
+            self._open = False
+            try:
+                await self._writer.stop(grace=0)
+            except Exception:  # the open's error is the one to report
+                pass
+            finally:
+                await self._close_stores()
+            raise
+
+    async def _close_stores(self) -> None:
+        try:
+            await self.log.aclose()
+        finally:
+            if not self._one_store:
+                await self.database.aclose()
+
+    async def aclose(self, end_status: str = "FINISHED") -> None:
+        """End the runs this tracker started and did not end (with `end_status`), drain the
+        queue into the log (for at most `grace` seconds while the store fails; then what is
+        left goes to a recovery file and WriterError says where), stop the writer and close
+        the store."""
+        if not self._open:
+            return
+        self._open = False
+        from tracker.commands import UpdateRun
+        from tracker.writer import Op
+
+        # Ending the runs left open is housekeeping: a run deleted meanwhile (whose end is
+        # refused) is no error of the caller's, so each end has a future nobody raises from.
+        ends: list[asyncio.Future[Any]] = []
+        for run in list(self._runs):
+            if not run._ended:
+                run._ended = True
+                drain = getattr(self._artifacts, "drain", None)  # TODO(#7): RunArtifacts.drain
+                if drain is not None:
+                    await drain(run.artifact_uri)
+                fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                ends.append(fut)
+                end = UpdateRun(run_id=run.run_id, status=end_status, end_time=now_ms())
+                self._queue.put(Op(end, fut))
+        try:
+            await self._writer.stop(self._grace)
+        finally:
+            for fut in ends:
+                if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                    log.info("a run left open was not ended: %s", fut.exception())
+            await self._artifacts.aclose()
+            await self._close_stores()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        from tracker.client.handle import exit_status
+
+        await self.aclose(exit_status(et))
+
+    async def flush(self, timeout: float | None = None) -> int:
+        """Return once everything queued before this call is durable in the log and applied to
+        the views; returns the log position reached. Raises what refused a write queued
+        without waiting (ParamConflictError, say), or WriterError while the store fails."""
+        return await self._writer.flush(timeout)
+
+    def statistics(self) -> WriterStatistics:
+        return self._writer.statistics()
+
+    async def projection_errors(self) -> list[Any]:
+        """Events a projection could not apply and skipped, with the reason."""
+        return await self.runner.errors()
+
+    async def wait_until(self, position: int, timeout: float = 10.0) -> None:
+        """Wait until the views reflect the log up to `position` (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while self.runner.position < position:
+            await self.runner.catch_up()
+            if self.runner.position >= position:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"views are at {self.runner.position}, not yet at {position}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    # -- for the parts ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise InvalidStateError("the tracker is not open: use `async with Tracker(...) as tk:`")
+
+    async def _submit(self, command: Command) -> Accepted:
+        """Decide and store a command; returns once it is durable and in the views."""
+        self._check_open()
+        return await self._writer.submit(command)
+
+    async def _sync(self) -> None:
+        """Before a read: our own writes flushed, and others' appends projected."""
+        if len(self._queue) or self._writer.statistics().position > self.runner.position:
+            await self.flush()
+        if await self.log.head() > self.runner.position:
+            await self.runner.catch_up()
+
+    async def _read(self, query: Callable[[Session], Awaitable[T]]) -> T:
+        """Run a read on a snapshot of the views after `_sync`, retrying a lost connection."""
+        self._check_open()
+
+        async def once() -> T:
+            await self._sync()
+            async with self.database.snapshot() as s:
+                return await query(s)
+
+        return await self._retry_outage(once)
+
+    async def _retry_outage(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """`fn()`, retried with jittered backoff while the store is unreachable, for at most
+        READ_RETRY_TIMEOUT seconds."""
+        async for attempt in stamina.retry_context(
+            on=StoreUnavailableError, attempts=None, timeout=READ_RETRY_TIMEOUT,
+            wait_initial=0.05, wait_max=2.0, wait_jitter=0.2,
+        ):  # fmt: skip
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _replay_recovery(self) -> None:
+        """Store what an earlier process could not, from its recovery files (idempotent: the
+        commands keep their ids, so what did get stored is not stored twice)."""
+        directory = self._writer.recovery_dir
+        if directory is None:
+            return
+        files = await asyncio.to_thread(
+            lambda: sorted(directory.glob("recovery-*.jsonl")) if directory.is_dir() else []
+        )
+        for path in files:
+            commands = await asyncio.to_thread(read_recovery, path)
+            outcomes = await self.handler.handle(commands, check_stored=True)
+            refused = [o for o in outcomes if isinstance(o, TrackerError)]
+            recorded = [r for o in outcomes if isinstance(o, Accepted) for r in o.events]
+            if recorded:
+                await self.runner.apply(sorted(recorded, key=lambda r: r.position))
+            for exc in refused:
+                log.error("a recovered write from %s was refused: %s", path, exc)
+            await asyncio.to_thread(path.unlink)
+            log.warning("replayed %d writes kept in %s", len(commands), path)
+
+    async def _ensure_default_experiment(self) -> None:
+        async def present(s: Session) -> bool:
+            return await self.queries.get_experiment(s, DEFAULT_EXPERIMENT_ID) is not None
+
+        async with self.database.snapshot() as s:
+            if await present(s):
+                return
+        command = CreateExperiment(
+            name=DEFAULT_EXPERIMENT_NAME, experiment_id=DEFAULT_EXPERIMENT_ID,
+            command_id=_DEFAULT_EXPERIMENT_COMMAND,
+        )  # fmt: skip
+        # A fixed command id: processes racing to create it store one between them.
+        with contextlib.suppress(AlreadyExistsError):
+            await self._submit(command)
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b
+
+
+def _memory_type() -> type:
+    from tracker.stores.memory import InMemoryEventLog
+
+    return InMemoryEventLog
