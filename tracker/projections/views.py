@@ -32,6 +32,7 @@ from tracker.events import (
     RunStatusChanged,
     TagDeleted,
     TagsSet,
+    point_rank,
 )
 from tracker.serialization import pack_series
 from tracker.stores.base import Dialect, EventStore, SqlSession
@@ -48,23 +49,9 @@ Latest = tuple[tuple[int, int, int, float], float, int, int]
 
 
 def series_latest(s: MetricSeries) -> Latest:
-    """The point with the largest (step, timestamp, value), found at C speed in the common
-    case of a single point at the largest step."""
-    steps = s.steps
-    top = max(steps)
-    if steps.count(top) == 1:
-        i = steps.index(top)
-        candidates = [i]
-    else:
-        candidates = [i for i, st in enumerate(steps) if st == top]
-    best: Latest | None = None
-    for i in candidates:
-        v, ts = s.values[i], s.timestamps[i]
-        rank = (top, ts, 1, 0.0) if math.isnan(v) else (top, ts, 0, v)
-        if best is None or rank > best[0]:
-            best = (rank, v, ts, top)
-    assert best is not None
-    return best
+    """The point with the largest (step, timestamp, value), found by tracker.series.latest."""
+    step, ts, v = s.latest()
+    return point_rank((step, ts, v)), v, ts, step
 
 
 class _Ops:
@@ -208,7 +195,7 @@ class Projector:
                     ops.add(
                         "INSERT INTO metric_chunks (run_id, metric_key, position, min_step, max_step, n, data) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (e.run_id, series.key, rec.position, min(series.steps), max(series.steps),
+                        (e.run_id, series.key, rec.position, int(series.steps.min()), int(series.steps.max()),
                          len(series), pack_series(series)),
                     )  # fmt: skip
                     cand = series_latest(series)
