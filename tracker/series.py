@@ -37,6 +37,8 @@ _I64_MIN: Final = -(1 << 63)
 _I64_MAX: Final = (1 << 63) - 1
 _SIGN: Final = np.uint64(1 << 63)
 _NAN_SHIFT: Final = np.uint64((1 << 52) - 1)
+_LOW32: Final = np.uint64(0xFFFF_FFFF)
+_32: Final = np.uint64(32)
 
 
 class Point(NamedTuple):
@@ -206,6 +208,40 @@ def summary(steps: Ints, timestamps: Ints, values: Floats) -> Summary:
     return Summary(n, nan_count, first.step, last.step, first, last, extremes[0], extremes[1])
 
 
+def _sort_runs(order: Ints, groups: tuple[NDArray[Any], ...], by: NDArray[np.uint64]) -> Ints:
+    """`order`, with each run of consecutive points equal in every `groups` column sorted by
+    `by` (all three indexed by point, not by position in `order`)."""
+    n = len(order)
+    eq = np.ones(n - 1, dtype=bool)
+    for g in groups:
+        in_order = g[order]
+        eq &= in_order[1:] == in_order[:-1]
+    if not eq.any():
+        return order
+    tied = np.zeros(n, dtype=bool)
+    tied[1:] = eq
+    tied[:-1] |= eq
+    at = np.flatnonzero(tied)  # whole runs, in order
+    sub = order[at]
+    new_run = np.ones(len(at), dtype=bool)
+    new_run[1:] = ~eq[at[1:] - 1]
+    b = by[sub]
+    if ((b[1:] >= b[:-1]) | new_run[1:]).all():
+        return order
+    b = b - b.min()
+    if b.max() > _LOW32 or len(at) > _LOW32:
+        # No room beside a run number: sort by the high 32 bits, then by the low 32 bits
+        # within runs that share the high ones.
+        hi, lo = np.zeros_like(by), np.zeros_like(by)
+        hi[sub], lo[sub] = b >> _32, b & _LOW32
+        return _sort_runs(_sort_runs(order, groups, hi), (*groups, hi), lo)
+    # One stable sort of (run number, by) packed in 64 bits: several times faster than
+    # np.lexsort, and fast on runs that are nearly in order already.
+    run = (np.cumsum(new_run) - 1).astype(np.uint64)
+    order[at] = sub[np.argsort((run << _32) | b, kind="stable")]
+    return order
+
+
 def _history_order(steps: Ints, timestamps: Ints, key: NDArray[np.uint64]) -> Ints | None:
     """A permutation that puts the points in history order (equal points next to each other),
     or None when they already are."""
@@ -220,19 +256,11 @@ def _history_order(steps: Ints, timestamps: Ints, key: NDArray[np.uint64]) -> In
         t0, t1 = timestamps[same], timestamps[same + 1]
         if ((t1 > t0) | ((t1 == t0) & (key[same + 1] >= key[same]))).all():
             return None
-    # Sorting by step alone is fast (chunks arrive as sorted runs, which a stable sort merges);
-    # only points that share a step need the three-key sort, which is several times slower.
-    order = np.argsort(steps, kind="stable")
-    s = steps[order]
-    tie = s[1:] == s[:-1]
-    if tie.any():
-        tied = np.zeros(n, dtype=bool)
-        tied[1:] = tie
-        tied[:-1] |= tie
-        at = np.flatnonzero(tied)  # whole groups of equal steps, in step order
-        sub = order[at]
-        order[at] = sub[np.lexsort((key[sub], timestamps[sub], steps[sub]))]
-    return order
+    # By step first (chunks come as sorted runs, which a stable sort merges quickly), then by
+    # timestamp and by value only where points tie on what came before.
+    order: Ints = np.argsort(steps, kind="stable")
+    order = _sort_runs(order, (steps,), timestamps.view(np.uint64) ^ _SIGN)
+    return _sort_runs(order, (steps, timestamps), key)
 
 
 def merge(chunks: Iterable[tuple[Any, Any, Any]]) -> Columns:
@@ -383,8 +411,8 @@ def buckets(
     Points may come in any order; those outside the range are ignored; duplicates are counted
     as given. `summaries` adds chunks whose points are not passed: each must lie wholly in one
     bucket (bucket_holding is not None, else InvalidInputError), and the result is exactly the
-    one its points would give. Points already in history order cost a few vectorised passes
-    (1,000,000 points: about 20 ms); others are sorted first."""
+    one its points would give. Points already in history order cost a few vectorised passes;
+    others are sorted first (see merge)."""
     steps, timestamps, values = columns(steps, timestamps, values, what="buckets")
     lower = bucket_bounds(start_step, end_step, n)
     inside = (steps >= start_step) & (steps <= end_step)

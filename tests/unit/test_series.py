@@ -36,16 +36,25 @@ NEAR = st.integers(-2, 2)
 POINTS = st.one_of(
     st.lists(st.tuples(NEAR, NEAR, VALUES), min_size=1, max_size=30),
     st.lists(
+        st.tuples(NEAR, st.one_of(NEAR, st.integers(I64_MIN, I64_MAX)), VALUES),
+        min_size=1,
+        max_size=30,
+    ),
+    st.lists(
         st.tuples(st.one_of(NEAR, st.integers(I64_MIN, I64_MAX)), NEAR, VALUES),
         min_size=1,
         max_size=30,
     ),
 )
-"""Points that often share steps and timestamps, and points with steps anywhere in int64."""
+"""Points that often share steps and timestamps, and points with steps or timestamps anywhere
+in int64."""
 TIES = st.sampled_from(
     [0.0, -0.0, math.nan, from_bits(0xFFF8_0000_0000_0000), from_bits(0x7FF0_0000_0000_0001)]
 )
-TIE_POINTS = st.lists(st.tuples(NEAR, NEAR, st.one_of(VALUES, TIES)), min_size=1, max_size=30)
+WIDE = st.sampled_from([I64_MIN, -1, 0, 1 << 40, I64_MAX])
+TIE_POINTS = st.lists(
+    st.tuples(NEAR, st.one_of(NEAR, WIDE), st.one_of(VALUES, TIES)), min_size=1, max_size=30
+)
 """Points whose values often tie in point_rank without being equal: ±0.0 and NaNs."""
 
 
@@ -146,18 +155,54 @@ def test_merge_is_a_sort_and_dedupe_by_point_rank() -> None:
         cuts = sorted(rnd.sample(range(len(points) + 1), min(3, len(points) + 1)))
         chunks = [cols(points[a:b]) for a, b in zip([0, *cuts], [*cuts, len(points)], strict=True)]
         merged = as_points(merge(chunks))
-        distinct = {exact(p): p for p in points}
-        assert len(merged) == len(distinct)
-        assert {exact(p) for p in merged} == set(distinct)
-        assert [point_rank(p) for p in merged] == sorted(point_rank(p) for p in distinct.values())
+        check_merged(merged, points)
         again = as_points(merge([cols(points[::-1])]))
         assert [exact(p) for p in again] == [exact(p) for p in merged]
-        seen["duplicates dropped"] += len(points) > len(distinct)
+        seen["duplicates dropped"] += len(points) > len(merged)
         ranks = [point_rank(p) for p in merged]
         seen["equal ranks kept apart"] += len(set(ranks)) < len(ranks)
 
     check()
     assert seen["duplicates dropped"] >= 150 and seen["equal ranks kept apart"] >= 15, seen
+
+
+def check_merged(merged: list[Pt], points: list[Pt]) -> None:
+    """`merged` holds each distinct point once, ordered by point_rank."""
+    distinct = {exact(p): p for p in points}
+    assert len(merged) == len(distinct)
+    assert {exact(p) for p in merged} == set(distinct)
+    assert [point_rank(p) for p in merged] == sorted(point_rank(p) for p in distinct.values())
+
+
+@pytest.mark.parametrize(
+    "shape", ["step 0, ms clock", "steps twice", "wide timestamps", "few values", "random"]
+)
+def test_merge_sorts_large_series_with_many_ties(shape: str) -> None:
+    """Thousands of points tied on step, on timestamp, or on both (the sorts that pack a run
+    number beside a column) merge to the point_rank order of their distinct points."""
+    rng = np.random.default_rng(sum(map(ord, shape)))
+    n = 20_000
+    steps = np.zeros(n, dtype=np.int64)
+    stamps = 1_700_000_000_000 + np.cumsum(rng.integers(0, 3, n))
+    values = rng.random(n)
+    if shape == "steps twice":
+        steps = np.concatenate([np.arange(n // 2)] * 2)
+    elif shape == "wide timestamps":
+        stamps = rng.choice([I64_MIN, -5, 0, 1 << 40, I64_MAX], n)
+    elif shape == "few values":
+        values = rng.choice(
+            [0.0, -0.0, math.nan, -math.inf, 1.0, from_bits(0xFFF8_0000_0000_0001)], n
+        )
+    elif shape == "random":
+        steps = rng.integers(I64_MIN, I64_MAX, n, endpoint=True)
+        stamps = rng.integers(-3, 3, n)
+        steps[rng.random(n) < 0.5] = 7
+    points = as_points((steps, stamps, values))
+    check_merged(as_points(merge(chunks_of(points, 4096))), points)
+
+
+def chunks_of(points: list[Pt], size: int) -> list[Columns]:
+    return [cols(points[i : i + size]) for i in range(0, len(points), size)]
 
 
 def test_merge_orders_points_that_tie_by_a_fixed_rule() -> None:
