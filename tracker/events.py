@@ -181,6 +181,10 @@ class MetricSeries:
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "packed", packed)
 
+    def __reduce__(self) -> tuple[type[MetricSeries], tuple[object, ...]]:
+        # Through __init__, so that a copy's columns are read-only too.
+        return MetricSeries, (self.key, self.steps, self.timestamps, self.values, self.packed)
+
     def __len__(self) -> int:
         return len(self.values)
 

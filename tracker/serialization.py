@@ -102,8 +102,8 @@ def _undelta(code: bytes, data: memoryview) -> Ints:
     if code == _WRAPPED:
         deltas = deltas.view(np.dtype("<i8"))  # the same sums modulo 2**64
     # Sums wrap modulo 2**64, which decodes the wrapped deltas and cannot occur for the others.
-    steps: Ints = np.cumsum(deltas, dtype=np.int64)
-    return steps
+    column: Ints = np.cumsum(deltas, dtype=np.int64)
+    return column
 
 
 def pack_series(series: MetricSeries) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import pickle
 import struct
 from array import array
 from collections import Counter
@@ -253,6 +255,14 @@ def test_equality_is_bitwise() -> None:
     assert a != MetricSeries("k", [1, 2], [3, 4], [from_bits(0x7FF8_0000_0000_0001), -0.0])
     assert a != MetricSeries("j", [1, 2], [3, 4], [math.nan, -0.0])
     assert a != MetricSeries("k", [1, 3], [3, 4], [math.nan, -0.0])
+
+
+def test_copies_stay_equal_and_read_only() -> None:
+    """A pickled or deep-copied series equals the original and its columns stay read-only."""
+    s = MetricSeries("k", [1, 2], [3, 4], [math.nan, -0.0])
+    for twin in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s)):
+        assert twin == s
+        assert not any(c.flags.writeable for c in (twin.steps, twin.timestamps, twin.values))
 
 
 def test_the_blob_is_made_once_and_kept() -> None:
