@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from array import array
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
+
+import numpy as np
+
+from tracker import series
+from tracker.series import ColumnLike, Floats, Ints, columns
 
 RUN_STATUSES: Final = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 TERMINAL_STATUSES: Final = frozenset({"FINISHED", "FAILED", "KILLED"})
@@ -180,27 +184,57 @@ class TagDeleted(RunEvent):
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, eq=False)
 class MetricSeries:
-    """Points of one metric key, in the order they were logged (columns of equal length)."""
+    """Points of one metric key, in the order they were logged: three numpy columns of equal
+    length, 1-D, C-contiguous and read-only (steps and timestamps int64, values float64).
+
+    The constructor takes array('q')/array('d'), sequences of numbers or ndarrays and converts
+    them (tracker.series.int_column and float_column); arrays and ndarrays of the right type
+    are shared, not copied, so the caller must not change them afterwards (an array.array can
+    no longer be resized). Wrong shapes, types or lengths raise InvalidInputError."""
 
     key: str
-    steps: array[int]
-    timestamps: array[int]
-    values: array[float]
-    packed: bytes | None = field(default=None, compare=False, repr=False)
+    steps: Ints
+    timestamps: Ints
+    values: Floats
+    packed: bytes | None = field(default=None, repr=False)
     """The compressed column blob, once made (see serialization.pack_series)."""
+
+    def __init__(
+        self,
+        key: str,
+        steps: ColumnLike,
+        timestamps: ColumnLike,
+        values: ColumnLike,
+        packed: bytes | None = None,
+    ) -> None:
+        cols = columns(steps, timestamps, values, what=f"metric {key!r}")
+        for name, col in zip(("steps", "timestamps", "values"), cols, strict=True):
+            view = col.view()  # read-only without freezing an ndarray the caller still holds
+            view.flags.writeable = False
+            object.__setattr__(self, name, view)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "packed", packed)
+
+    def __reduce__(self) -> tuple[type[MetricSeries], tuple[object, ...]]:
+        # Through __init__, so that a copy's columns are read-only too.
+        return MetricSeries, (self.key, self.steps, self.timestamps, self.values, self.packed)
 
     def __len__(self) -> int:
         return len(self.values)
 
     def points(self) -> list[tuple[int, int, float]]:
-        """(step, timestamp, value) triples in logged order."""
-        return list(zip(self.steps, self.timestamps, self.values, strict=True))
+        """(step, timestamp, value) triples in logged order, as Python ints and floats."""
+        return list(
+            zip(self.steps.tolist(), self.timestamps.tolist(), self.values.tolist(), strict=True)
+        )
 
     def latest(self) -> tuple[int, int, float]:
-        """The point MLflow calls latest: largest (step, timestamp, value)."""
-        return max(self.points(), key=point_rank)
+        """The point MLflow calls latest: largest (step, timestamp, value), NaN above numbers
+        (see point_rank), as Python numbers. Raises ValueError on an empty series."""
+        i = series.latest(self.steps, self.timestamps, self.values)
+        return int(self.steps[i]), int(self.timestamps[i]), float(self.values[i])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MetricSeries):
@@ -208,9 +242,9 @@ class MetricSeries:
         # NaN != NaN, so compare values bit for bit.
         return (
             self.key == other.key
-            and self.steps == other.steps
-            and self.timestamps == other.timestamps
-            and self.values.tobytes() == other.values.tobytes()
+            and np.array_equal(self.steps, other.steps)
+            and np.array_equal(self.timestamps, other.timestamps)
+            and np.array_equal(self.values.view(np.uint64), other.values.view(np.uint64))
         )
 
     __hash__ = None  # type: ignore[assignment]

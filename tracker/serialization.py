@@ -14,17 +14,15 @@ so a point is encoded once and never re-encoded on the way to the view.
 from __future__ import annotations
 
 import dataclasses
-import operator
 import struct
-import sys
 import uuid
 import zlib
-from array import array
 from collections.abc import Callable
-from itertools import accumulate, pairwise
 from typing import Any, Final
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from tracker.errors import StoreError
 from tracker.events import (
@@ -36,10 +34,10 @@ from tracker.events import (
     MetricsLogged,
     RecordedEvent,
 )
+from tracker.series import Ints
 
-_MASK: Final = (1 << 64) - 1
 _MAGIC: Final = b"M1"
-_LITTLE: Final = sys.byteorder == "little"
+_I64_MAX: Final = (1 << 63) - 1
 
 # (type name, version it upgrades from) -> function from that version's payload to the next.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -63,89 +61,87 @@ def _run_created_v1(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _le(a: array[Any]) -> bytes:
-    if not _LITTLE:
-        a = array(a.typecode, a)
-        a.byteswap()
-    return a.tobytes()
-
-
-def _from_le(typecode: str, data: bytes) -> array[Any]:
-    a = array(typecode)
-    a.frombytes(data)
-    if not _LITTLE:
-        a.byteswap()
-    return a
-
-
-_NARROW: Final = (("b", -(1 << 7), (1 << 7) - 1), ("h", -(1 << 15), (1 << 15) - 1),
-                  ("i", -(1 << 31), (1 << 31) - 1))  # fmt: skip
-_WRAPPED: Final = "Q"
+# Delta typecodes as stored in a blob's header (array module codes) and their wire types.
+_WIRE: Final[dict[bytes, np.dtype[Any]]] = {
+    b"b": np.dtype("<i1"),
+    b"h": np.dtype("<i2"),
+    b"i": np.dtype("<i4"),
+    b"q": np.dtype("<i8"),
+    b"Q": np.dtype("<u8"),
+}
+_NARROW: Final = tuple((code, np.iinfo(_WIRE[code])) for code in (b"b", b"h", b"i"))
+_WRAPPED: Final = b"Q"
 _BLOB_HEADER: Final = struct.Struct("<ccI")
 
 
-def _delta(column: array[int]) -> tuple[str, bytes]:
-    """Delta-encode an int64 column in the narrowest signed type that holds every delta
-    (typecode, bytes); "Q" means the deltas wrap modulo 2**64 (steps that jump by more than
-    int64 holds)."""
-    if not column:
-        return "b", b""
-    try:
-        deltas = array("q", column[:1])
-        deltas.extend(map(operator.sub, column[1:], column[:-1]))  # C speed, no Python loop
-    except OverflowError:
-        wrapped = array(_WRAPPED, [column[0] & _MASK])
-        wrapped.extend([(x - p) & _MASK for p, x in pairwise(column)])
-        return _WRAPPED, _le(wrapped)
-    lo, hi = min(deltas), max(deltas)
-    for code, low, high in _NARROW:
-        if low <= lo and hi <= high:
-            return code, _le(array(code, deltas))
-    return "q", _le(deltas)
+def _delta(column: Ints) -> tuple[bytes, NDArray[Any]]:
+    """Delta-encode an int64 column (the first element kept as is) in the narrowest signed type
+    that holds every delta: (typecode, little-endian deltas). "Q" means the deltas wrap modulo
+    2**64, for steps that jump by more than int64 holds."""
+    if not len(column):
+        return b"b", column[:0].astype(_WIRE[b"b"])
+    deltas = np.empty_like(column)
+    deltas[0] = column[0]
+    np.subtract(column[1:], column[:-1], out=deltas[1:])  # wraps modulo 2**64 on overflow
+    lo, hi = int(column.min()), int(column.max())
+    if hi - lo > _I64_MAX:
+        # x - p overflowed exactly where x and p differ in sign and x - p took p's sign.
+        prev, cur = column[:-1], column[1:]
+        if (((cur ^ prev) & (cur ^ deltas[1:])) < 0).any():
+            return _WRAPPED, deltas.view(np.uint64).astype(_WIRE[_WRAPPED], copy=False)
+    lo, hi = int(deltas.min()), int(deltas.max())
+    for code, bounds in _NARROW:
+        if bounds.min <= lo and hi <= bounds.max:
+            return code, deltas.astype(_WIRE[code])
+    return b"q", deltas.astype(_WIRE[b"q"], copy=False)
 
 
-def _undelta(code: str, data: bytes) -> array[int]:
-    deltas = _from_le(code, data)
-    if code != _WRAPPED:
-        return array("q", accumulate(deltas))
-    unsigned = accumulate(deltas, lambda a, b: (a + b) & _MASK)
-    return array("q", [v - (1 << 64) if v >= 1 << 63 else v for v in unsigned])
+def _undelta(code: bytes, data: memoryview) -> Ints:
+    wire = _WIRE[code]  # KeyError for a typecode no codec writes: a corrupt blob
+    deltas = np.frombuffer(data, dtype=wire)
+    if code == _WRAPPED:
+        deltas = deltas.view(np.dtype("<i8"))  # the same sums modulo 2**64
+    # Sums wrap modulo 2**64, which decodes the wrapped deltas and cannot occur for the others.
+    column: Ints = np.cumsum(deltas, dtype=np.int64)
+    return column
 
 
 def pack_series(series: MetricSeries) -> bytes:
     """One key's points as the blob stored in the log and, unchanged, in the history view;
     made once per series and kept on it.
 
-    Layout: step typecode, timestamp typecode, u32 length of the compressed part, then
-    zlib(step deltas | timestamp deltas) and the float64 values, uncompressed (doubles from
-    training barely compress, and deflating them would cost most of the writer's time)."""
+    Layout: step typecode, timestamp typecode (array module codes b/h/i/q, or Q for wrapped
+    deltas), u32 length of the compressed part, then zlib level 1 of (step deltas | timestamp
+    deltas), little-endian, and the float64 values, raw little-endian (doubles from training
+    barely compress, and deflating them would cost most of the writer's time)."""
     if series.packed is not None:
         return series.packed
-    if not len(series.steps) == len(series.timestamps) == len(series.values):
-        raise ValueError(f"metric {series.key!r}: steps, timestamps and values differ in length")
     step_code, steps = _delta(series.steps)
     stamp_code, stamps = _delta(series.timestamps)
-    ints = zlib.compress(steps + stamps, 1)
-    header = _BLOB_HEADER.pack(step_code.encode(), stamp_code.encode(), len(ints))
-    blob = b"".join((header, ints, _le(series.values)))
+    ints = zlib.compress(b"".join((steps.data, stamps.data)), 1)
+    header = _BLOB_HEADER.pack(step_code, stamp_code, len(ints))
+    values = series.values.astype("<f8", copy=False)
+    blob = b"".join((header, ints, values.data))
     object.__setattr__(series, "packed", blob)  # a cache of a pure function of frozen fields
     return blob
 
 
 def unpack_series(key: str, blob: bytes, count: int) -> MetricSeries:
+    """The series of a blob made by pack_series, as numpy columns (the values share the blob's
+    memory). A blob that does not decode to `count` points raises StoreError."""
     try:
         step_code, stamp_code, zlen = _BLOB_HEADER.unpack_from(blob)
         start = _BLOB_HEADER.size
-        ints = zlib.decompress(blob[start : start + zlen])
-        width = array(step_code.decode()).itemsize * count
-        steps = _undelta(step_code.decode(), ints[:width])
-        stamps = _undelta(stamp_code.decode(), ints[width:])
-        values = _from_le("d", blob[start + zlen :])
-    except (struct.error, zlib.error, ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"corrupt metric block for {key!r}: {exc}") from exc
+        ints = memoryview(zlib.decompress(blob[start : start + zlen]))
+        width = _WIRE[step_code].itemsize * count
+        steps = _undelta(step_code, ints[:width])
+        stamps = _undelta(stamp_code, ints[width:])
+        values = np.frombuffer(blob, dtype="<f8", offset=start + zlen)
+    except (struct.error, zlib.error, ValueError, KeyError) as exc:
+        raise StoreError(f"corrupt metric block for {key!r}: {exc!r}") from exc
     if not len(steps) == len(stamps) == len(values) == count:
         raise StoreError(f"corrupt metric block for {key!r}: column lengths differ from {count}")
-    return MetricSeries(key, steps, stamps, values, blob)
+    return MetricSeries(key, steps, stamps, values.astype(np.float64, copy=False), blob)
 
 
 def _pack_metrics(event: MetricsLogged) -> bytes:

@@ -6,9 +6,9 @@ import math
 from collections import OrderedDict
 from typing import Any, Final
 
-import numpy as np
 import sqlalchemy as sa
 
+from tracker import series
 from tracker.events import EVENT_TYPES, MetricSeries, MetricsLogged, RecordedEvent, point_rank
 from tracker.projections.base import Context, Projection, handles
 from tracker.serialization import metric_layout, serialize
@@ -34,32 +34,19 @@ def latest_of(s: MetricSeries) -> Latest:
 def chunk_summary(s: MetricSeries) -> dict[str, Any]:
     """Step range, count, and the points a chart needs to draw the chunk without unpacking it:
     its smallest and largest value (NaN excluded, counted apart) and its first and last point
-    by (step, timestamp)."""
-    steps = np.asarray(s.steps, dtype=np.int64)
-    stamps = np.asarray(s.timestamps, dtype=np.int64)
-    values = np.asarray(s.values, dtype=np.float64)
-    order = np.lexsort((stamps, steps))
-    first, last = int(order[0]), int(order[-1])
-    nan = np.isnan(values)
-    out: dict[str, Any] = {
-        "n": len(values), "min_step": int(steps.min()), "max_step": int(steps.max()),
-        "nan_count": int(nan.sum()), "min_value": None, "min_value_step": None,
-        "max_value": None, "max_value_step": None,
-        "first_step": int(steps[first]), "first_ts": int(stamps[first]),
-        "first_value": _or_none(float(values[first])),
-        "last_step": int(steps[last]), "last_ts": int(stamps[last]),
-        "last_value": _or_none(float(values[last])),
+    in history order (see tracker.series.summary)."""
+    sm = series.summary(s.steps, s.timestamps, s.values)
+    return {
+        "n": sm.n, "min_step": sm.min_step, "max_step": sm.max_step, "nan_count": sm.nan_count,
+        "min_value": None if sm.min is None else sm.min.value,
+        "min_value_step": None if sm.min is None else sm.min.step,
+        "max_value": None if sm.max is None else sm.max.value,
+        "max_value_step": None if sm.max is None else sm.max.step,
+        "first_step": sm.first.step, "first_ts": sm.first.timestamp,
+        "first_value": _or_none(sm.first.value),
+        "last_step": sm.last.step, "last_ts": sm.last.timestamp,
+        "last_value": _or_none(sm.last.value),
     }  # fmt: skip
-    if not nan.all():
-        masked = np.where(nan, np.inf, values)
-        lo = int(np.argmin(masked))
-        masked = np.where(nan, -np.inf, values)
-        hi = int(np.argmax(masked))
-        out.update(
-            min_value=float(values[lo]), min_value_step=int(steps[lo]),
-            max_value=float(values[hi]), max_value_step=int(steps[hi]),
-        )  # fmt: skip
-    return out
 
 
 def _or_none(value: float) -> float | None:
@@ -108,10 +95,10 @@ class MetricsProjection(Projection):
         _, layout = metric_layout(payload)
         latest = await self._load_latest(ctx, e.run_id)
         chunks = insert(metric_chunks)
-        for series, (key, count, offset, size) in zip(e.series, layout, strict=True):
+        for s, (key, count, offset, size) in zip(e.series, layout, strict=True):
             if not count:
                 continue
-            summary = chunk_summary(series)
+            summary = chunk_summary(s)
             for col in ("min_value", "max_value", "first_value", "last_value"):
                 if summary[col] is not None:
                     summary[col] = ctx.float(summary[col])
@@ -120,7 +107,7 @@ class MetricsProjection(Projection):
                 {"run_id": e.run_id, "metric_key": key, "position": rec.position,
                  "blob_offset": offset, "blob_size": size, **summary},
             )  # fmt: skip
-            cand = latest_of(series)
+            cand = latest_of(s)
             cur = latest.get(key)
             if cur is None or cand[0] > cur[0]:
                 latest[key] = cand

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
+from tracker import series
 from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, RunData, RunInfo, RunView
 from tracker.errors import InvalidInputError
 from tracker.events import ACTIVE, DELETED
@@ -214,6 +215,10 @@ def _chunk_blobs(n: int) -> Statement:
 # -- metric points as arrays ----------------------------------------------------------------------
 
 
+Ints = np.ndarray[Any, np.dtype[np.int64]]
+Floats = np.ndarray[Any, np.dtype[np.float64]]
+
+
 @dataclass(frozen=True, slots=True)
 class Points:
     """Metric points as columns, ordered by (step, timestamp, value), NaN after numbers."""
@@ -226,29 +231,19 @@ class Points:
         return len(self.values)
 
 
-def sort_points(
-    steps: np.ndarray[Any, Any], stamps: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
-) -> Points:
-    """Sort by (step, timestamp, value) with NaN ranking above every number, and drop exact
-    duplicates (MLflow drops a point logged twice)."""
+def rank_dedupe(steps: Ints, stamps: Ints, values: Floats) -> Points:
+    """Points in history order (tracker.series.merge's), with those equal under `point_rank`
+    kept once: -0.0 and 0.0 are one value, every NaN at a step and timestamp one NaN, as in
+    MLflow's SQL store (and as page tokens, which name a point by its rank, need)."""
+    if len(values) < 2:
+        return Points(steps, stamps, values)
     nan = np.isnan(values)
-    key = np.where(nan, 0.0, values) + 0.0  # + 0.0 turns -0.0 into 0.0: they are one value
-    order = np.lexsort((key, nan, stamps, steps))
-    steps, stamps, nan, key, values = (
-        steps[order],
-        stamps[order],
-        nan[order],
-        key[order],
-        values[order],
-    )
-    if len(values) > 1:
-        keep = np.ones(len(values), dtype=bool)
-        keep[1:] = (
-            (steps[1:] != steps[:-1]) | (stamps[1:] != stamps[:-1]) | (nan[1:] != nan[:-1])
-            | (key[1:] != key[:-1])
-        )  # fmt: skip
-        steps, stamps, values = steps[keep], stamps[keep], values[keep]
-    return Points(steps, stamps, values)
+    same_value = (values[1:] == values[:-1]) | (nan[1:] & nan[:-1])
+    repeat = (steps[1:] == steps[:-1]) & (stamps[1:] == stamps[:-1]) & same_value
+    if not repeat.any():
+        return Points(steps, stamps, values)
+    keep = np.concatenate(([True], ~repeat))
+    return Points(steps[keep], stamps[keep], values[keep])
 
 
 def _after_mask(p: Points, after: tuple[int, int, int, float]) -> np.ndarray[Any, Any]:
@@ -542,14 +537,5 @@ class Queries:
 
 
 def _merge(parts: Sequence[Points]) -> Points:
-    if not parts:
-        empty_i = np.empty(0, dtype=np.int64)
-        return Points(empty_i, empty_i.copy(), np.empty(0, dtype=np.float64))
-    if len(parts) == 1:
-        p = parts[0]
-        return sort_points(p.steps, p.timestamps, p.values)
-    return sort_points(
-        np.concatenate([p.steps for p in parts]),
-        np.concatenate([p.timestamps for p in parts]),
-        np.concatenate([p.values for p in parts]),
-    )
+    steps, stamps, values = series.merge((p.steps, p.timestamps, p.values) for p in parts)
+    return rank_dedupe(steps, stamps, values)
