@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from tracker.errors import (
     InvalidInputError,
@@ -19,6 +19,7 @@ from tracker.errors import (
 from tracker.events import NewEvent, RecordedEvent
 from tracker.stores.base import Dialect, Encoded, EventStore, Row, numbered
 from tracker.stores.schema import POSTGRES_TYPES, Table, create_table_sql
+from tracker.stores.uris import mask_password
 
 if TYPE_CHECKING:
     import asyncpg
@@ -87,14 +88,6 @@ def sqlstate(exc: BaseException) -> str | None:
 
 def is_unavailable_sqlstate(code: str | None) -> bool:
     return code is not None and (code.startswith("08") or code in UNAVAILABLE_SQLSTATES)
-
-
-def mask_password(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _asyncpg() -> Any:

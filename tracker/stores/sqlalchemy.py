@@ -36,11 +36,11 @@ from tracker.stores.postgres import (
     TABLE_EXISTS_SQL,
     UNIQUE_VIOLATION,
     is_unavailable_sqlstate,
-    mask_password,
     postgres_ddl,
     sqlstate,
 )
 from tracker.stores.schema import MYSQL_TYPES, POSTGRES_TYPES, SQLITE_TYPES, Table, create_table_sql
+from tracker.stores.uris import mask_password
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
