@@ -64,7 +64,16 @@ class SQLiteEventStore(EventStore):
     async def _connect(self, create: bool) -> aiosqlite.Connection:
         # mode=rw never creates the file, so a read finds out that no store is there.
         target = f"{self.path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
-        conn = await aiosqlite.connect(target, isolation_level=None, uri=True)
+        pending = aiosqlite.connect(target, isolation_level=None, uri=True)
+        try:
+            conn = await pending
+        except BaseException:
+            # A failed connect stops aiosqlite's worker thread without waiting for it; if this
+            # loop closes first, the thread dies printing "Event loop is closed". Let it finish.
+            worker = getattr(pending, "_thread", None)
+            if worker is not None:
+                await asyncio.to_thread(worker.join, 5.0)
+            raise
         try:
             for pragma in (
                 "busy_timeout = 30000",
