@@ -235,12 +235,13 @@ class _EchoHandler(logging.Handler):
 
 
 def _log_to_stderr() -> None:
-    root = logging.getLogger("tracker")
-    if not any(isinstance(h, _EchoHandler) for h in root.handlers):
+    """Show tracker's warnings (retries, given-up batches) with credentials masked. Records
+    still propagate: an application that configured logging sees them too."""
+    logger = logging.getLogger("tracker")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
         handler = _EchoHandler(logging.WARNING)
         handler.addFilter(MaskCredentials())
-        root.addHandler(handler)
-        root.propagate = False
+        logger.addHandler(handler)
 
 
 # -- commands -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -389,3 +390,19 @@ def test_a_password_in_the_uri_is_never_printed(pg_schemas: tuple[str, str]) -> 
         "runs", "list", "--backend-store-uri", f"postgresql://postgres:{SECRET}@/x?host=:"
     )
     assert rejected.exit_code == 1 and rejected.stderr.startswith("Error: ")
+
+
+def test_warnings_logged_during_a_command_are_masked(env: dict[str, str | None]) -> None:
+    """Once a command has run, a writer warning naming a store URI reaches stderr with its
+    password masked."""
+    runner = CliRunner()
+    with runner.isolation(env=env) as (_, err, _):
+        with pytest.raises(SystemExit) as exit_info:
+            main.main(["experiments", "list"], prog_name="tracker")
+        assert exit_info.value.code == 1  # no store there yet: a read does not create one
+        logging.getLogger("tracker.writer").warning(
+            "append failed (%s); retrying", f"postgresql://postgres:{SECRET}@db/x"
+        )
+        shown = err.getvalue().decode()
+    assert "warning: append failed (postgresql://postgres:***@db/x); retrying" in shown
+    assert SECRET not in shown
