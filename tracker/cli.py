@@ -611,19 +611,25 @@ def experiments_rename(uri: str | None, experiment: str, new_name: str) -> None:
     _run(go())
 
 
+def _change_stage(uri: str | None, experiment: str, deleted: bool) -> None:
+    async def go() -> Experiment:
+        async with _open(uri) as tk:
+            found = await _experiment(tk, experiment)
+            change = tk.delete_experiment if deleted else tk.restore_experiment
+            await change(found.experiment_id)
+            return found
+
+    found = _run(go())
+    verb = "deleted" if deleted else "restored"
+    click.echo(f"{verb} experiment {found.name!r} (id {found.experiment_id})")
+
+
 @experiments.command("delete")
 @uri_option
 @click.argument("experiment", metavar="NAME|ID")
 def experiments_delete(uri: str | None, experiment: str) -> None:
     """Soft-delete an experiment and its runs (restore brings them back)."""
-
-    async def go() -> None:
-        async with _open(uri) as tk:
-            found = await _experiment(tk, experiment)
-            await tk.delete_experiment(found.experiment_id)
-        click.echo(f"deleted experiment {found.name!r} (id {found.experiment_id})")
-
-    _run(go())
+    _change_stage(uri, experiment, deleted=True)
 
 
 @experiments.command("restore")
@@ -631,14 +637,7 @@ def experiments_delete(uri: str | None, experiment: str) -> None:
 @click.argument("experiment", metavar="NAME|ID")
 def experiments_restore(uri: str | None, experiment: str) -> None:
     """Restore a deleted experiment and its runs."""
-
-    async def go() -> None:
-        async with _open(uri) as tk:
-            found = await _experiment(tk, experiment)
-            await tk.restore_experiment(found.experiment_id)
-        click.echo(f"restored experiment {found.name!r} (id {found.experiment_id})")
-
-    _run(go())
+    _change_stage(uri, experiment, deleted=False)
 
 
 # -- metrics and artifacts ----------------------------------------------------------------
