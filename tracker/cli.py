@@ -190,7 +190,9 @@ async def _open(uri: str | None, *, create: bool = False) -> AsyncIterator[Track
     try:
         await tk.open()
     except NotFoundError as exc:
-        raise click.ClickException(f"{exc} (give --backend-store-uri, or set ${ENV_URI})") from exc
+        raise click.ClickException(
+            f"{exc}; for another store, give --backend-store-uri or set ${ENV_URI}"
+        ) from exc
     try:
         yield tk
     finally:
