@@ -60,7 +60,6 @@ uri_option = click.option(
     "--backend-store-uri",
     "uri",
     envvar=[ENV_URI, MLFLOW_ENV_URI],
-    show_envvar=True,
     default=None,
     metavar="URI",
     help=f"Where runs are recorded (default: ${ENV_URI}, else ${MLFLOW_ENV_URI}, else ./mlruns).",
@@ -272,9 +271,17 @@ def runs() -> None:
     help="An experiment, by name or id (repeatable; default: every active experiment).",
 )
 @click.option("--experiment-id", "experiment_ids", multiple=True, hidden=True)
-@click.option("--status", type=click.Choice(sorted(STATUS_STYLES)), default=None)
+@click.option(
+    "--status",
+    type=click.Choice(sorted(STATUS_STYLES)),
+    default=None,
+    help="Only runs in this status.",
+)
 @view_option
-@click.option("--max-results", default=100, show_default=True, type=click.IntRange(1, 50_000))
+@click.option(
+    "--max-results", default=100, show_default=True, type=click.IntRange(1, 50_000),
+    help="At most this many runs, the newest.",
+)  # fmt: skip
 @json_option
 def runs_list(
     uri: str | None,
