@@ -112,11 +112,12 @@ class Core:
         create: bool = True,
         _threaded: bool = False,
     ) -> None:
-        self.uri = resolve_uri(uri) if store is None and log is None else None
         if store is None and (log is None or database is None):
             if log is not None or database is not None:
                 raise TypeError("give both log= and database=, or a store=")
-            store = store_from_uri(self.uri)
+            store = store_from_uri(resolve_uri(uri))
+        self.uri: str = resolve_uri(uri) if uri is not None or (log is None and not store) else ""
+        self.uri = self.uri or str(getattr(store if log is None else log, "uri", ""))
         self.log: EventLog = log if log is not None else store  # type: ignore[assignment]
         self.database: Database = database if database is not None else store  # type: ignore[assignment]
         self.store = store
@@ -145,7 +146,7 @@ class Core:
     @property
     def display_uri(self) -> str:
         """Where runs are recorded, with any password masked: what to show people."""
-        return mask_password(self.uri or str(getattr(self.log, "uri", "?")))
+        return mask_password(self.uri)
 
     def _artifact_root(self) -> str:
         root = (

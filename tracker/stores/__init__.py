@@ -9,11 +9,13 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from tracker.errors import InvalidInputError
 from tracker.stores.base import Database, EventLog, SqlEventStore
+from tracker.stores.uris import mask_password
 
 __all__ = [
     "DEFAULT_DIR",
     "ENV_URI",
     "LOG_FILE",
+    "MLFLOW_ENV_URI",
     "Database",
     "EventLog",
     "SqlEventStore",
@@ -22,6 +24,7 @@ __all__ = [
 ]
 
 ENV_URI: Final = "TRACKER_TRACKING_URI"
+MLFLOW_ENV_URI: Final = "MLFLOW_TRACKING_URI"
 DEFAULT_DIR: Final = "mlruns"
 LOG_FILE: Final = "tracker.db"
 # Synchronous PostgreSQL drivers in MLflow URIs are served by the native asyncpg store.
@@ -30,11 +33,19 @@ _NATIVE_POSTGRES: Final = frozenset(
 )
 
 
+_WHAT_TO_WRITE: Final = (
+    "use a directory (./mlruns), file:/dir, sqlite:///path.db, postgresql://user@host/db "
+    "or mysql://user@host/db"
+)
+
+
 def resolve_uri(uri: str | None) -> str:
-    """The URI to use: the argument, else $TRACKER_TRACKING_URI, else ./mlruns (embedded)."""
+    """The URI to use: the argument, else $TRACKER_TRACKING_URI, else $MLFLOW_TRACKING_URI
+    (so a shell set up for MLflow works as it is), else ./mlruns (embedded). An empty value
+    counts as unset."""
     if uri:
         return uri
-    return os.environ.get(ENV_URI) or DEFAULT_DIR
+    return os.environ.get(ENV_URI) or os.environ.get(MLFLOW_ENV_URI) or DEFAULT_DIR
 
 
 def store_from_uri(uri: str | None = None) -> SqlEventStore:
@@ -55,6 +66,18 @@ def store_from_uri(uri: str | None = None) -> SqlEventStore:
     uri = resolve_uri(uri)
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
+    if scheme == "" and ":" in uri.split("/", 1)[0]:
+        # Something before the first slash with a colon is meant as a scheme, and is not one
+        # (`:::///`, `1db:x`): taken as a path it would silently create a directory of that name.
+        raise InvalidInputError(
+            f"{mask_password(uri)!r} is neither a path nor a tracking URI: {_WHAT_TO_WRITE} "
+            "(write ./name for a directory whose name has a colon)"
+        )
+    if scheme in ("http", "https", "databricks"):
+        raise InvalidInputError(
+            f"{mask_password(uri)!r} is an MLflow tracking server, not a store tracker can open; "
+            f"{_WHAT_TO_WRITE} (in --backend-store-uri, ${ENV_URI} or ${MLFLOW_ENV_URI})"
+        )
     if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):
         from tracker.stores.sqlite import SQLiteEventStore
 
@@ -87,6 +110,6 @@ def store_from_uri(uri: str | None = None) -> SqlEventStore:
 
         return SqlAlchemyEventStore(uri)
     raise InvalidInputError(
-        f"unsupported tracking URI {uri!r}: use a directory, file:/dir, sqlite:///path.db, "
-        "postgresql://user@host/db or mysql://user@host/db"
+        f"unsupported tracking URI {mask_password(uri)!r}: {_WHAT_TO_WRITE} "
+        "(write ./name for a directory whose name has a colon)"
     )
