@@ -16,6 +16,8 @@ from tracker.artifacts import (
     ArtifactLocationError,
     LocalArtifactStore,
     artifact_store_for_uri,
+    join_artifact_uri,
+    local_artifact_uri,
 )
 from tracker.errors import InvalidInputError
 
@@ -166,3 +168,20 @@ async def test_file_uris_pick_the_local_store(tmp_path: Path) -> None:
         store = artifact_store_for_uri(uri)
         assert isinstance(store, LocalArtifactStore)
         assert store.root == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["run #1", "100%25 done", "100% done", "what?", "a b", "données"])
+async def test_awkward_directory_names_work_end_to_end(tmp_path: Path, name: str) -> None:
+    """Under a directory named with spaces, '#', '%', '%25', '?' or unicode, artifacts land in
+    that directory and come back: put, list and get through the run's built URI."""
+    experiment_dir = tmp_path / name / "1"
+    uri = join_artifact_uri(local_artifact_uri(experiment_dir), "abc123", "artifacts")
+    async with artifact_store_for_uri(uri) as store:
+        await store.put_bytes(b"weights", "model/w.bin")
+        assert await store.list() == [ArtifactEntry("model", True)]
+        assert await store.list("model") == [ArtifactEntry("model/w.bin", False, 7)]
+        got = await store.get_file("model/w.bin", tmp_path / "back.bin")
+    assert got.size == 7 and (tmp_path / "back.bin").read_bytes() == b"weights"
+    on_disk = experiment_dir / "abc123" / "artifacts" / "model" / "w.bin"
+    assert on_disk.read_bytes() == b"weights"
+    assert sorted(os.listdir(tmp_path)) == sorted([name, "back.bin"])  # nothing went elsewhere
