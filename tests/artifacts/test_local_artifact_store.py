@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.artifacts.helpers import Fifo
 from tracker.artifacts import (
     ArtifactEntry,
     ArtifactError,
@@ -222,35 +223,21 @@ async def test_awkward_directory_names_work_end_to_end(tmp_path: Path, name: str
 class PutProcess:
     """A real process putting a FIFO, fed by the test, into a LocalArtifactStore at `root`."""
 
-    def __init__(self, root: Path, fifo: Path, dest: str) -> None:
+    def __init__(self, root: Path, fifo: Fifo, dest: str) -> None:
         self.root, self.fifo, self.dest = root, fifo, dest
         self.process: asyncio.subprocess.Process | None = None
-        self._pipe: int | None = None
 
     async def start(self) -> None:
-        os.mkfifo(self.fifo)
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(Path(__file__).with_name("local_put_worker.py")),
             str(self.root),
-            str(self.fifo),
+            str(self.fifo.path),
             self.dest,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
-        # Opening the write end waits for the worker to open the read end; in a thread.
-        self._pipe = await asyncio.to_thread(os.open, self.fifo, os.O_WRONLY)
-
-    async def feed(self, data: bytes) -> None:
-        assert self._pipe is not None
-        view = memoryview(data)
-        while view:
-            view = view[await asyncio.to_thread(os.write, self._pipe, view) :]
-
-    def end_of_input(self) -> None:
-        if self._pipe is not None:
-            os.close(self._pipe)
-            self._pipe = None
+        await self.fifo.connect()
 
     async def wait(self) -> tuple[int, str]:
         assert self.process is not None
@@ -262,16 +249,16 @@ class PutProcess:
         return [self.root / STAGING_DIR / name for name in listdir(self.root / STAGING_DIR)]
 
     async def aclose(self) -> None:
-        self.end_of_input()
+        self.fifo.close()
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
 
 
 @pytest.fixture
-async def put_process(tmp_path: Path) -> AsyncIterator[PutProcess]:
+async def put_process(tmp_path: Path, fifo: Fifo) -> AsyncIterator[PutProcess]:
     """A put of `ckpt/model.bin` in another process, streaming what the test feeds it."""
-    created = PutProcess(tmp_path / "root", tmp_path / "source.fifo", "ckpt/model.bin")
+    created = PutProcess(tmp_path / "root", fifo, "ckpt/model.bin")
     yield created
     await created.aclose()
 
@@ -281,7 +268,7 @@ async def test_killed_put_leaves_nothing_once_the_store_is_opened_again(
 ) -> None:
     """A put SIGKILLed mid-stream is never listed, and its temp file goes at the next open."""
     await put_process.start()
-    await put_process.feed(os.urandom(4 * MiB))
+    await put_process.fifo.feed(os.urandom(4 * MiB))
     await wait_until(
         lambda: any(p.stat().st_size >= 4 * MiB for p in put_process.temp_files()), timeout=30
     )
@@ -311,7 +298,7 @@ async def test_reopening_spares_the_temp_file_of_a_live_put(
     with the whole file in place."""
     await put_process.start()
     first, rest = os.urandom(2 * MiB), os.urandom(3 * MiB)
-    await put_process.feed(first)
+    await put_process.fifo.feed(first)
     await wait_until(
         lambda: any(p.stat().st_size == 2 * MiB for p in put_process.temp_files()), timeout=30
     )
@@ -321,8 +308,8 @@ async def test_reopening_spares_the_temp_file_of_a_live_put(
     async with LocalArtifactStore(put_process.root) as other:
         await other.put_bytes(b"x", "other.txt")  # the first use sweeps
         assert live.exists()
-        await put_process.feed(rest)
-        put_process.end_of_input()
+        await put_process.fifo.feed(rest)
+        put_process.fifo.close()
         returncode, err = await put_process.wait()
         assert returncode == 0, err
         assert await other.list() == [

@@ -105,8 +105,9 @@ class TcpProxy:
         self._transports: set[asyncio.WriteTransport] = set()
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> str:
+        """Listen (on `port`, else a free one); returns the proxy's URL."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
@@ -348,10 +349,12 @@ async def test_uri_factory_passes_options_to_the_s3_store(moto_endpoint: str, bu
         ({"part_size": MIN_PART_SIZE - 1}, "part_size must be between"),
         ({"concurrency": 0}, "concurrency must be at least 1"),
         ({"max_attempts": 0}, "max_attempts must be at least 1"),
+        ({"request_timeout": 0}, "request_timeout must be a positive number of seconds"),
+        ({"abort_attempts": 0}, "abort_attempts must be at least 1"),
     ],
 )
 def test_bad_options_are_refused(kwargs: dict[str, Any], complaint: str) -> None:
-    """Parts under S3's 5 MiB minimum, zero concurrency or zero attempts are refused."""
+    """Parts under S3's 5 MiB minimum, zero concurrency, attempts or deadline are refused."""
     with pytest.raises(InvalidInputError, match=complaint):
         S3ArtifactStore("s3://bucket/p", **kwargs)
 
@@ -464,6 +467,39 @@ async def test_server_gone_mid_upload_is_unavailable_and_says_what_is_left(
     )
 
 
+async def test_abort_that_failed_is_made_before_the_next_request(
+    proxy: TcpProxy, bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    """An upload whose abort could not reach S3 is aborted by the store's next request once
+    S3 is back, and the next multipart upload of the same key is left alone."""
+    endpoint = await proxy.start()
+    source = tmp_path / "big.bin"
+    expected = write_random_file(source, 16 * MiB)
+    proxy.cut_at, proxy.stop_on_cut = [7 * MiB], True
+    store = S3ArtifactStore(
+        f"s3://{bucket}/p",
+        endpoint_url=endpoint,
+        part_size=MIN_PART_SIZE,
+        concurrency=2,
+        max_attempts=1,
+        abort_attempts=2,
+    )
+    async with store:
+        with pytest.raises(ArtifactUnavailableError) as caught:
+            await store.put_file(source, "big.bin")
+        (left,) = await multipart_uploads(s3_client, bucket)
+        assert f"{left['UploadId']!r} of 'big.bin' could not be aborted" in "\n".join(
+            caught.value.__notes__
+        )
+
+        await proxy.start(port=int(endpoint.rsplit(":", 1)[1]))  # S3 is reachable again
+        info = await store.put_file(source, "big.bin")
+        assert info.sha256 == expected
+        assert await multipart_uploads(s3_client, bucket) == []
+        head = await s3_client.head_object(Bucket=bucket, Key="p/big.bin")
+        assert head["ContentLength"] == 16 * MiB
+
+
 async def test_dropped_connection_mid_upload_aborts_the_upload(
     proxy: TcpProxy, bucket: str, s3_client: Any, tmp_path: Path
 ) -> None:
@@ -482,10 +518,14 @@ async def test_dropped_connection_mid_upload_aborts_the_upload(
         max_attempts=1,
     )
     async with store:
-        with pytest.raises(ArtifactUnavailableError, match="Lost or could not open the connection"):
+        with pytest.raises(
+            ArtifactUnavailableError, match="Lost or could not open the connection"
+        ) as caught:
             await store.put_file(source, "big.bin")
         with pytest.raises(ArtifactNotFoundError):
             await anext(store.open("big.bin"))
+    assert "The multipart upload" in caught.value.__notes__[-1]
+    assert caught.value.__notes__[-1].endswith("was aborted")
     assert proxy.cuts == 2
     assert await multipart_uploads(s3_client, bucket) == []
     assert await object_keys(s3_client, bucket) == []

@@ -73,8 +73,8 @@ def _s3_store_class() -> type[S3ArtifactStore]:
         from tracker.artifacts.s3 import S3ArtifactStore
     except ImportError as exc:
         raise ArtifactError(
-            f"s3:// artifact URIs need aiobotocore, which could not be imported ({exc}); "
-            "install it with: pip install 'tracker[s3]'"
+            f"s3:// artifact URIs need aiobotocore and stamina, and {exc.name or 'one'} could "
+            f"not be imported ({exc}); install them with: pip install 'tracker[s3]'"
         ) from exc
     return S3ArtifactStore
 

@@ -7,11 +7,11 @@ import asyncio
 import builtins
 import mimetypes
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self, TypeVar
 
 from tracker.artifacts.files import AtomicFile, BytesSource, FileSource, UploadSource
 from tracker.artifacts.paths import validate_artifact_path
@@ -29,6 +29,8 @@ from tracker.errors import ArtifactError, InvalidInputError, NotFoundError
 
 DEFAULT_CHUNK_SIZE: Final = 1 << 20
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+
+T = TypeVar("T")
 
 
 class ArtifactNotFoundError(ArtifactError, NotFoundError):
@@ -230,3 +232,32 @@ class ArtifactStore(abc.ABC):
         content_type = guess_content_type(path)
         await self._put(path, source, content_type)
         return ArtifactInfo(path, source.size, source.sha256, content_type)
+
+
+async def run_to_completion(
+    step: Coroutine[Any, Any, T], then: Callable[[T], object] | None = None
+) -> T:
+    """Await `step` to its end even if the caller is cancelled meanwhile, then `then(result)`.
+
+    A cancellation that arrived is raised once that is done. Only for bounded steps (a
+    commit, or a cleanup whose every request has a deadline) whose outcome must be
+    known rather than abandoned half-way.
+    """
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    try:
+        result = task.result()
+    except BaseException as exc:
+        if cancelled is not None:
+            raise cancelled from exc
+        raise
+    if then is not None:
+        then(result)
+    if cancelled is not None:
+        raise cancelled
+    return result
