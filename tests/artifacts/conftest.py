@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.artifacts.helpers import Fifo, MotoProcess, raw_s3_client
+from tests.artifacts.helpers import Fifo, MotoProcess, TcpProxy, raw_s3_client
 from tracker.artifacts import ArtifactStore, LocalArtifactStore
 
 FAKE_AWS_ENV = {
@@ -154,3 +154,11 @@ def artifact_store(request: pytest.FixtureRequest) -> ArtifactStore:
     """Each real backend in turn, rooted at an empty location."""
     created: ArtifactStore = request.getfixturevalue(f"{request.param}_store")
     return created
+
+
+@pytest.fixture
+async def proxy(moto_endpoint: str) -> AsyncIterator[TcpProxy]:
+    """A cuttable TCP proxy in front of moto; `await proxy.start()` gives its URL."""
+    created = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+    yield created
+    await created.aclose()

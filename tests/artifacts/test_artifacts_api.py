@@ -38,6 +38,7 @@ def test_public_api_is_pinned() -> None:
         "ArtifactStore",
         "ArtifactURI",
         "ArtifactUnavailableError",
+        "ArtifactUploadCancelledError",
         "LocalArtifactStore",
         "S3ArtifactStore",
         "artifact_store_for_uri",

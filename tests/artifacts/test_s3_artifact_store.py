@@ -11,12 +11,13 @@ import socket
 import sys
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.artifacts.helpers import TcpProxy
 from tracker.artifacts import (
     ArtifactEntry,
     ArtifactLocationError,
@@ -83,90 +84,6 @@ def set_moto_auth(endpoint: str, enforced: bool) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-
-
-class TcpProxy:
-    """A loopback TCP proxy to an upstream port that can cut its connections on cue.
-
-    It counts the bytes sent upstream and the connections open at once, and cuts
-    every connection each time the upstream byte count passes one of `cut_at`,
-    either staying up (a dropped connection) or, with `stop_on_cut`, refusing new
-    connections too (the server went away).
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.sent = 0
-        self.open_connections = 0
-        self.peak_connections = 0
-        self.cut_at: list[int] = []
-        self.stop_on_cut = False
-        self.cuts = 0
-        self._transports: set[asyncio.WriteTransport] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self, port: int = 0) -> str:
-        """Listen (on `port`, else a free one); returns the proxy's URL."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def aclose(self) -> None:
-        self.cut(stop=True)
-
-    def cut(self, *, stop: bool) -> None:
-        """Reset every open connection; with `stop`, also stop accepting new ones."""
-        self.cuts += 1
-        for transport in list(self._transports):
-            transport.abort()
-        self._transports.clear()
-        if stop and self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            client_w.transport.abort()
-            return
-        self._transports.update((client_w.transport, upstream_w.transport))
-        self.open_connections += 1
-        self.peak_connections = max(self.peak_connections, self.open_connections)
-        try:
-            await asyncio.gather(
-                self._pipe(client_r, upstream_w, upstream=True),
-                self._pipe(upstream_r, client_w, upstream=False),
-            )
-        finally:
-            self.open_connections -= 1
-            self._transports.difference_update((client_w.transport, upstream_w.transport))
-
-    async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, upstream: bool
-    ) -> None:
-        try:
-            while data := await source.read(1 << 16):
-                if upstream:
-                    self.sent += len(data)
-                    if self.cut_at and self.sent >= self.cut_at[0]:
-                        del self.cut_at[0]
-                        self.cut(stop=self.stop_on_cut)
-                        return
-                sink.write(data)
-                await sink.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            sink.close()
-
-
-@pytest.fixture
-async def proxy(moto_endpoint: str) -> AsyncIterator[TcpProxy]:
-    """A cuttable TCP proxy in front of moto; `await proxy.start()` gives its URL."""
-    created = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
-    yield created
-    await created.aclose()
 
 
 # -- multipart uploads -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from tracker.artifacts.base import (
     ArtifactPermissionError,
     ArtifactStore,
     ArtifactUnavailableError,
+    ArtifactUploadCancelledError,
 )
 from tracker.artifacts.local import LocalArtifactStore
 from tracker.artifacts.paths import (
@@ -37,6 +38,7 @@ __all__ = [
     "ArtifactStore",
     "ArtifactURI",
     "ArtifactUnavailableError",
+    "ArtifactUploadCancelledError",
     "LocalArtifactStore",
     "S3ArtifactStore",
     "artifact_store_for_uri",

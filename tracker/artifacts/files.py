@@ -23,6 +23,8 @@ if sys.platform != "win32":
 # Below this, hashing on the loop is cheaper than a hop to a thread.
 _INLINE_HASH_LIMIT: Final = 1 << 16
 _TEMP_NAME_RE: Final = re.compile(r"\.tracker-[0-9a-f]{16}\.tmp")
+# Closes running in the background (FileSource.close_nowait), kept from the garbage collector.
+_closing: set[asyncio.Future[None]] = set()
 # A temporary file's writer holds an exclusive lock on it until the rename, and the kernel
 # drops that lock when the writer dies, even by SIGKILL: an unlocked temporary file is
 # abandoned. The lock is taken just after the file is created, so a file younger than this
@@ -140,6 +142,12 @@ class FileSource(UploadSource):
         # In a thread: closing waits for a read still blocked on a pipe whose awaiter was
         # cancelled, and that wait must not stall the loop.
         await asyncio.shield(asyncio.to_thread(self._file.close))
+
+    def close_nowait(self) -> None:
+        """Close the file in the background, once any read still running is over."""
+        closing = asyncio.ensure_future(asyncio.to_thread(self._file.close))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
 
 
 class AtomicFile:

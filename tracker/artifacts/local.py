@@ -9,7 +9,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import BinaryIO, Final
 
 from tracker.artifacts.base import (
@@ -19,6 +19,7 @@ from tracker.artifacts.base import (
     ArtifactNotFoundError,
     ArtifactPermissionError,
     ArtifactStore,
+    run_to_completion,
 )
 from tracker.artifacts.files import (
     AtomicFile,
@@ -55,13 +56,15 @@ class LocalArtifactStore(ArtifactStore):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
 
-    async def _put(self, path: str, source: UploadSource, content_type: str) -> None:
+    async def _put(
+        self, path: str, source: UploadSource, content_type: str, committed: Callable[[], None]
+    ) -> None:
         with self._os_errors("put", path):
             target = await asyncio.to_thread(self._create_sync, path)
             try:
                 while chunk := await source.read(self.chunk_size):
                     await target.write(chunk)
-                await target.commit()
+                await run_to_completion(target.commit(), then=lambda _: committed())
             except BaseException:
                 await target.discard()
                 raise

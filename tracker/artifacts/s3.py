@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -304,7 +304,9 @@ class S3ArtifactStore(ArtifactStore):
 
     # -- put ---------------------------------------------------------------------------------
 
-    async def _put(self, path: str, source: UploadSource, content_type: str) -> None:
+    async def _put(
+        self, path: str, source: UploadSource, content_type: str, committed: Callable[[], None]
+    ) -> None:
         await self._clean_up()
         key = self._key(path)
         part_size = self.part_size
@@ -327,14 +329,25 @@ class S3ArtifactStore(ArtifactStore):
         if len(body) < part_size:
             whole = io.BytesIO(body)
             del body
-            await self._call(
-                "put_object", "put", path, Key=key, Body=whole, ContentType=content_type
+            # To the end: once the body is sent, S3 may store it whether or not we wait.
+            await run_to_completion(
+                self._call(
+                    "put_object", "put", path, Key=key, Body=whole, ContentType=content_type
+                ),
+                then=lambda _: committed(),
             )
             return
 
         upload_id = await self._create(path, key, content_type, known)
         self._shared.in_progress.add(upload_id)
         parts: dict[int, dict[str, Any]] = {}
+        complete = False
+
+        def completed() -> None:
+            nonlocal complete
+            complete = True
+            committed()
+
         # A slot is taken before a part is read and given back once its request is done: at
         # most `concurrency` parts are in memory, in flight or being read.
         slots = asyncio.Semaphore(self.concurrency)
@@ -379,15 +392,20 @@ class S3ArtifactStore(ArtifactStore):
                     body = await source.read(part_size)
                     number += 1
                 slots.release()  # the slot of the empty read at the end
-            await self._call(
-                "complete_multipart_upload",
-                "complete the multipart upload of",
-                path,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [parts[n] for n in sorted(parts)]},
+            await run_to_completion(
+                self._call(
+                    "complete_multipart_upload",
+                    "complete the multipart upload of",
+                    path,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [parts[n] for n in sorted(parts)]},
+                ),
+                then=lambda _: completed(),
             )
         except BaseException as exc:
+            if complete:
+                raise  # cancelled once the object was in place: there is nothing to abort
             error = _first_error(exc)
             # To the end even if cancelled again: a cancelled upload must still be aborted,
             # or its parts stay billed. Every request in it has a deadline.
