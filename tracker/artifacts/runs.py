@@ -9,6 +9,7 @@ import os
 import posixpath
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -20,6 +21,7 @@ from tracker.artifacts.base import (
     ArtifactInfo,
     ArtifactNotFoundError,
     ArtifactStore,
+    ArtifactUploadCancelledError,
     StoredCallback,
 )
 from tracker.artifacts.local import LocalArtifactStore
@@ -29,7 +31,7 @@ from tracker.artifacts.paths import (
     parse_artifact_uri,
     validate_artifact_path,
 )
-from tracker.errors import ArtifactError, InvalidInputError
+from tracker.errors import ArtifactError, InvalidInputError, InvalidStateError
 
 if TYPE_CHECKING:
     from tracker.artifacts.s3 import S3ArtifactStore
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY: Final = 8
 DEFAULT_MAX_STORES: Final = 64
+# Ended runs remembered, so that their uploads are refused; the oldest are forgotten past it.
+MAX_ENDED_RUNS: Final = 10_000
 
 Recorder = Callable[[ArtifactInfo], None]
 """Called once an artifact's bytes are stored: appends its ArtifactLogged event."""
@@ -82,6 +86,23 @@ def encode_dict(obj: Any, path: str) -> bytes:
     raise InvalidInputError(f"log_dict writes .json, .yaml or .yml files, not {path!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What `RunArtifacts.drain` found in flight, by how each upload ended: stored and
+    recorded, failed on its own (its caller gets the error), or cancelled."""
+
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    def __add__(self, other: Drained) -> Drained:
+        return Drained(
+            self.finished + other.finished,
+            self.failed + other.failed,
+            self.cancelled + other.cancelled,
+        )
+
+
 class _Entry:
     """A cached store, the operations using it now, and whether it has left the cache."""
 
@@ -93,8 +114,20 @@ class _Entry:
         self.evicted = False
 
 
+class _Upload:
+    """One upload in flight: its task, where it goes, and whether `drain` cancelled it."""
+
+    __slots__ = ("cancelled_by_drain", "dest", "task")
+
+    def __init__(self, dest: str, task: asyncio.Task[ArtifactInfo]) -> None:
+        self.dest = dest
+        self.task = task
+        self.cancelled_by_drain = False
+
+
 class RunArtifacts:
-    """The artifact stores of runs, shared, bounded and closed together.
+    """The artifact stores of runs, shared, bounded and closed together; each run's uploads
+    tracked so that ending the run can wait for them (`drain`).
 
     Stores are keyed by their root, and runs addressed by prefix within it: one S3
     client serves every run of a bucket (per endpoint, bucket and credentials), and a
@@ -130,6 +163,8 @@ class RunArtifacts:
         self._options = store_options
         self._limit = asyncio.Semaphore(concurrency)
         self._stores: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._uploads: dict[str, set[_Upload]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._closed = False
 
     # -- stores ------------------------------------------------------------------------------
@@ -199,6 +234,7 @@ class RunArtifacts:
         record: Recorder,
     ) -> ArtifactInfo:
         dest = _join(artifact_path, Path(local_path).name)
+        self._refuse_if_ended(uri)
         # A missing or unreadable file is refused by the store, before it is touched; a pipe
         # is streamed like any file.
         if await asyncio.to_thread(Path(local_path).is_dir):
@@ -209,7 +245,7 @@ class RunArtifacts:
         def put(store: ArtifactStore, stored: StoredCallback) -> Awaitable[ArtifactInfo]:
             return store.put_file(local_path, dest, on_stored=stored)
 
-        return await self._upload(uri, put, record)
+        return await self._finish(self._start(uri, dest, put, record))
 
     async def log_dir(
         self,
@@ -219,6 +255,7 @@ class RunArtifacts:
         record: Recorder,
     ) -> list[ArtifactInfo]:
         root = Path(local_dir)
+        self._refuse_if_ended(uri)
         if not await asyncio.to_thread(root.is_dir):
             raise InvalidInputError(f"{local_dir} is not a directory")
         tree = await asyncio.to_thread(_tree, root)
@@ -230,8 +267,10 @@ class RunArtifacts:
 
             return put
 
-        uploads = [self._upload(uri, put_one(path, dest), record) for path, dest in files]
-        return list(await asyncio.gather(*uploads))
+        # Started together, with no await between, so that a drain sees all or none.
+        self._refuse_if_ended(uri)
+        uploads = [self._start(uri, dest, put_one(path, dest), record) for path, dest in files]
+        return list(await asyncio.gather(*(self._finish(upload) for upload in uploads)))
 
     async def log_bytes(self, uri: str, data: bytes, path: str, record: Recorder) -> ArtifactInfo:
         dest = validate_artifact_path(path)
@@ -239,17 +278,117 @@ class RunArtifacts:
         def put(store: ArtifactStore, stored: StoredCallback) -> Awaitable[ArtifactInfo]:
             return store.put_bytes(data, dest, on_stored=stored)
 
-        return await self._upload(uri, put, record)
+        return await self._finish(self._start(uri, dest, put, record))
 
-    async def _upload(self, uri: str, put: Put, record: Recorder) -> ArtifactInfo:
-        async with self._limit, self.store(uri) as store:
-            return await put(store, record)
+    def _refuse_if_ended(self, uri: str) -> None:
+        if self._closed:
+            raise ArtifactError("RunArtifacts is closed; create another to keep using artifacts")
+        if uri in self._ended:
+            raise InvalidStateError(
+                f"The run has ended: no more artifacts can be logged to {uri}; start a new run "
+                "to log more"
+            )
+
+    def _start(self, uri: str, dest: str, put: Put, record: Recorder) -> _Upload:
+        """Start an upload in a task of its own, tracked under `uri` until it is over."""
+        self._refuse_if_ended(uri)
+        upload = _Upload(dest, asyncio.ensure_future(self._store_and_record(uri, put, record)))
+        self._uploads.setdefault(uri, set()).add(upload)
+        upload.task.add_done_callback(lambda _: self._forget(uri, upload))
+        return upload
+
+    def _forget(self, uri: str, upload: _Upload) -> None:
+        in_flight = self._uploads.get(uri)
+        if in_flight is not None:
+            in_flight.discard(upload)
+            if not in_flight:
+                del self._uploads[uri]
+
+    async def _store_and_record(self, uri: str, put: Put, record: Recorder) -> ArtifactInfo:
+        stored: list[ArtifactInfo] = []
+
+        def on_stored(info: ArtifactInfo) -> None:
+            stored.append(info)
+            record(info)
+
+        try:
+            async with self._limit, self.store(uri) as store:
+                return await put(store, on_stored)
+        except asyncio.CancelledError:
+            if stored:
+                # In place and recorded before the cancellation took effect: it is logged.
+                return stored[0]
+            raise
+
+    async def _finish(self, upload: _Upload) -> ArtifactInfo:
+        """The upload's result; awaiting it here, cancelling the caller cancels the upload."""
+        try:
+            return await upload.task
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if upload.cancelled_by_drain and not (caller is not None and caller.cancelling()):
+                raise ArtifactUploadCancelledError(
+                    f"The upload of {upload.dest!r} was cancelled because its run ended; "
+                    "nothing of it was stored. Await uploads before ending the run to keep them"
+                ) from None
+            raise
+
+    # -- the end of a run --------------------------------------------------------------------
+
+    async def drain(
+        self, uri: str, *, cancel: bool = False, timeout: float | None = None
+    ) -> Drained:
+        """Wait for every upload in flight to the run at `uri` to be stored and recorded.
+
+        From this call on, a new upload to `uri` raises `InvalidStateError` ("the run
+        has ended"). With `cancel`, the uploads in flight are cancelled instead: each
+        leaves nothing behind (no partial file or object, no multipart upload) and its
+        caller gets `ArtifactUploadCancelledError`, except one already past storing its
+        bytes, which is recorded and returns as usual. `timeout` bounds the wait: what
+        is still in flight then is cancelled as with `cancel`. A cancellation waits for
+        the upload's cleanup, which the stores bound (every S3 request has a deadline).
+        Failed uploads raise to their own callers; the result counts how each ended.
+        """
+        self._ended[uri] = None
+        self._ended.move_to_end(uri)
+        while len(self._ended) > MAX_ENDED_RUNS:
+            self._ended.popitem(last=False)
+        uploads = list(self._uploads.get(uri, ()))
+        if not uploads:
+            return Drained()
+        if cancel:
+            self._cancel(uploads)
+        _, pending = await asyncio.wait([u.task for u in uploads], timeout=timeout)
+        if pending:
+            self._cancel([u for u in uploads if u.task in pending])
+            await asyncio.wait(pending)
+        cancelled = sum(u.task.cancelled() for u in uploads)
+        failed = sum(not u.task.cancelled() and u.task.exception() is not None for u in uploads)
+        return Drained(len(uploads) - cancelled - failed, failed, cancelled)
+
+    async def drain_all(self, *, cancel: bool = False, timeout: float | None = None) -> Drained:
+        """`drain` every run with uploads in flight, all at once."""
+        results = await asyncio.gather(
+            *(self.drain(uri, cancel=cancel, timeout=timeout) for uri in list(self._uploads))
+        )
+        return sum(results, Drained())
+
+    @staticmethod
+    def _cancel(uploads: list[_Upload]) -> None:
+        for upload in uploads:
+            upload.cancelled_by_drain = True
+            upload.task.cancel()
 
     async def aclose(self) -> None:
-        """Close every store; afterwards every operation raises `ArtifactError`. Idempotent."""
+        """Cancel the uploads still in flight (as `drain` does), then close every store.
+
+        Drain the runs first to keep their uploads. Idempotent; afterwards every
+        operation raises `ArtifactError`.
+        """
         if self._closed:
             return
         self._closed = True
+        await self.drain_all(cancel=True)
         entries = list(self._stores.values())
         self._stores.clear()
         for entry in entries:
