@@ -1,8 +1,4 @@
-"""moto's threaded S3 server in a process of its own, for tests that SIGSTOP or kill it.
-
-Prints its port on the first line of stdout, then serves until stdin closes. Each request
-is logged on stderr, one line each, by werkzeug.
-"""
+"""moto's threaded S3 server in a process of its own (prints its port; serves until stdin closes)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Ending a run with uploads in flight: drain waits for them (or cancels them cleanly), then
-refuses more; on local disk and on moto's S3."""
+"""Ending a run with uploads in flight: drain waits for them or cancels them cleanly, then refuses more."""
 
 from __future__ import annotations
 

@@ -81,6 +81,14 @@ async def failure_of(work: Awaitable[object]) -> tuple[BaseException, float]:
     return caught.value, loop.time() - started
 
 
+async def streaming_put(store: S3ArtifactStore, fifo: Fifo, first: int) -> asyncio.Task[Any]:
+    """A put of the pipe `fifo`, fed `first` bytes and waiting for more."""
+    put = asyncio.create_task(store.put_file(fifo.path, "ckpt.bin"))
+    await fifo.connect()
+    await fifo.feed(os.urandom(first))
+    return put
+
+
 async def works_again(store: S3ArtifactStore, tmp_path: Path) -> None:
     """A small put, a multipart put and a download all succeed."""
     await store.put_bytes(b"after", "after.txt")
@@ -106,9 +114,7 @@ async def test_stall_mid_part_fails_in_bounded_time_and_is_cleaned_up_when_s3_re
         f"s3://{BUCKET}/run", endpoint_url=endpoint, part_size=BIG_PART, concurrency=1, **OPTIONS
     )
     async with store:
-        put = asyncio.create_task(store.put_file(fifo.path, "ckpt.bin"))
-        await fifo.connect()
-        await fifo.feed(os.urandom(BIG_PART))
+        put = await streaming_put(store, fifo, BIG_PART)
         await wait_until(lambda: parts_stored(raw), timeout=30)
         (upload,) = await uploads_in_progress(raw)
         moto_process.stop()
@@ -146,10 +152,8 @@ async def test_stall_at_the_start_of_a_multipart_upload_leaves_no_upload_behind(
         f"s3://{BUCKET}/run", endpoint_url=endpoint, part_size=MIN_PART_SIZE, **OPTIONS
     )
     async with store:
-        put = asyncio.create_task(store.put_file(fifo.path, "ckpt.bin"))
-        await fifo.connect()
         # More than a pipe holds: this returns once the put reads, past its listing of uploads.
-        await fifo.feed(os.urandom(MiB))
+        put = await streaming_put(store, fifo, MiB)
         moto_process.stop()
         await fifo.feed(os.urandom(MIN_PART_SIZE - MiB))  # the rest of a part: the upload starts
         fifo.close()
@@ -236,9 +240,7 @@ async def test_killed_endpoint_mid_upload_fails_fast_and_a_new_one_is_used(
         f"s3://{BUCKET}/run", endpoint_url=endpoint, part_size=MIN_PART_SIZE, **OPTIONS
     )
     async with store:
-        put = asyncio.create_task(store.put_file(fifo.path, "ckpt.bin"))
-        await fifo.connect()
-        await fifo.feed(os.urandom(MIN_PART_SIZE))
+        put = await streaming_put(store, fifo, MIN_PART_SIZE)
         await wait_until(lambda: parts_stored(raw), timeout=30)
         await moto_process.kill()
         await fifo.feed(os.urandom(MIN_PART_SIZE))
