@@ -14,7 +14,7 @@ import pytest
 from tests.artifacts.helpers import Fifo
 from tracker.artifacts import ArtifactEntry, ArtifactError, ArtifactInfo
 from tracker.artifacts.runs import RunArtifacts
-from tracker.artifacts.s3 import MIN_PART_SIZE
+from tracker.artifacts.s3 import MIN_PART_SIZE, S3ArtifactStore
 from tracker.errors import InvalidInputError
 
 WaitUntil = Callable[..., Awaitable[None]]
@@ -198,10 +198,32 @@ async def test_proxied_uris_cannot_leave_the_destination(tmp_path: Path, uri: st
 
 
 def test_bad_options_are_refused() -> None:
-    """A proxied proxy_root, a zero bound or zero concurrency is refused with what to fix."""
+    """A proxied proxy_root, a zero bound or zero transfers is refused with what to fix."""
     with pytest.raises(InvalidInputError, match="is itself proxied"):
         RunArtifacts(proxy_root="mlflow-artifacts:/x")
     with pytest.raises(InvalidInputError, match="max_stores must be at least 1"):
         RunArtifacts(max_stores=0)
-    with pytest.raises(InvalidInputError, match="concurrency must be at least 1"):
-        RunArtifacts(concurrency=0)
+    with pytest.raises(InvalidInputError, match="transfers must be at least 1"):
+        RunArtifacts(transfers=0)
+
+
+async def test_s3_options_reach_the_s3_stores(moto_endpoint: str, bucket: str) -> None:
+    """The README's artifact_options (part_size, concurrency) configure the S3 stores, and a
+    bad one is refused when the first S3 store is made."""
+    artifacts = RunArtifacts(endpoint_url=moto_endpoint, part_size=6 * MiB, concurrency=2)
+    try:
+        async with artifacts.store(f"s3://{bucket}/1/run/artifacts") as store:
+            assert isinstance(store, S3ArtifactStore)
+            assert (store.part_size, store.concurrency, store.prefix) == (
+                6 * MiB,
+                2,
+                "1/run/artifacts",
+            )
+    finally:
+        await artifacts.aclose()
+    refusing = RunArtifacts(endpoint_url=moto_endpoint, concurrency=0)
+    try:
+        with pytest.raises(InvalidInputError, match="concurrency must be at least 1"):
+            await refusing.log_bytes(f"s3://{bucket}/run", b"x", "x.txt", print)
+    finally:
+        await refusing.aclose()

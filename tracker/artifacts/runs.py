@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY: Final = 8
+DEFAULT_TRANSFERS: Final = 8
 DEFAULT_MAX_STORES: Final = 64
 # Ended runs remembered, so that their uploads are refused; the oldest are forgotten past it.
 MAX_ENDED_RUNS: Final = 10_000
@@ -133,8 +133,9 @@ class RunArtifacts:
     client serves every run of a bucket (per endpoint, bucket and credentials), and a
     LocalArtifactStore serves each run directory. At most `max_stores` are kept; the
     least recently used is closed when another is needed, once no operation is using
-    it. `concurrency` bounds the uploads and downloads in flight, across all runs;
-    `store_options` go to the S3 stores.
+    it. `transfers` bounds the files uploading or downloading at once, across all runs;
+    `store_options` go to the S3 stores (`part_size`, `concurrency` of parts in flight
+    per file, `request_timeout`, ...).
 
     `proxy_root` is the destination (a local path, `file:` or `s3://` URI) that
     `mlflow-artifacts:/<path>` URIs resolve to, as a tracking server's
@@ -143,14 +144,14 @@ class RunArtifacts:
 
     def __init__(
         self,
-        concurrency: int = DEFAULT_CONCURRENCY,
         *,
+        transfers: int = DEFAULT_TRANSFERS,
         proxy_root: str | None = None,
         max_stores: int = DEFAULT_MAX_STORES,
         **store_options: Any,
     ) -> None:
-        if concurrency < 1:
-            raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
+        if transfers < 1:
+            raise InvalidInputError(f"transfers must be at least 1, got {transfers}")
         if max_stores < 1:
             raise InvalidInputError(f"max_stores must be at least 1, got {max_stores}")
         if proxy_root is not None and parse_artifact_uri(proxy_root).scheme == PROXIED_SCHEME:
@@ -161,7 +162,7 @@ class RunArtifacts:
         self._proxy_root = proxy_root
         self._max_stores = max_stores
         self._options = store_options
-        self._limit = asyncio.Semaphore(concurrency)
+        self._limit = asyncio.Semaphore(transfers)
         self._stores: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._uploads: dict[str, set[_Upload]] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
