@@ -329,8 +329,9 @@ class RunArtifacts:
             caller = asyncio.current_task()
             if upload.cancelled_by_drain and not (caller is not None and caller.cancelling()):
                 raise ArtifactUploadCancelledError(
-                    f"The upload of {upload.dest!r} was cancelled because its run ended; "
-                    "nothing of it was stored. Await uploads before ending the run to keep them"
+                    f"The upload of {upload.dest!r} was cancelled because its run ended while "
+                    "it was in flight; nothing of it was stored. To keep such uploads, end the "
+                    "run without cancelling them (it then waits for them)"
                 ) from None
             raise
 
