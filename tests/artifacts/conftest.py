@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.artifacts.helpers import Fifo, MotoProcess, TcpProxy, raw_s3_client
 from tracker.artifacts import ArtifactStore, LocalArtifactStore
 
 FAKE_AWS_ENV = {
@@ -69,6 +70,22 @@ def moto_endpoint(aws_env: None) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture
+async def moto_process(aws_env: None) -> AsyncIterator[MotoProcess]:
+    """A moto S3 server of this test's own, in its own process: `await moto_process.start()`."""
+    created = MotoProcess()
+    yield created
+    await created.aclose()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Fifo]:
+    """A named pipe under tmp_path, closed after the test."""
+    created = Fifo(tmp_path / "source.fifo")
+    yield created
+    created.close()
+
+
 WaitUntil = Callable[..., Awaitable[None]]
 
 
@@ -102,11 +119,7 @@ def botocore_loader() -> Any:
 @pytest.fixture
 async def s3_client(moto_endpoint: str, botocore_loader: Any) -> AsyncIterator[Any]:
     """A raw aiobotocore client on moto, to set up and inspect what the store did."""
-    from aiobotocore.session import get_session
-
-    session = get_session()
-    session.register_component("data_loader", botocore_loader)
-    async with session.create_client("s3", endpoint_url=moto_endpoint) as client:
+    async with raw_s3_client(moto_endpoint, botocore_loader) as client:
         yield client
 
 
@@ -141,3 +154,11 @@ def artifact_store(request: pytest.FixtureRequest) -> ArtifactStore:
     """Each real backend in turn, rooted at an empty location."""
     created: ArtifactStore = request.getfixturevalue(f"{request.param}_store")
     return created
+
+
+@pytest.fixture
+async def proxy(moto_endpoint: str) -> AsyncIterator[TcpProxy]:
+    """A cuttable TCP proxy in front of moto; `await proxy.start()` gives its URL."""
+    created = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+    yield created
+    await created.aclose()

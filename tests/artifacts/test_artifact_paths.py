@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import string
+from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.artifacts import ArtifactURI, parse_artifact_uri, validate_artifact_path
+from tracker.artifacts import (
+    ArtifactURI,
+    join_artifact_uri,
+    local_artifact_uri,
+    parse_artifact_uri,
+    validate_artifact_path,
+)
 from tracker.errors import InvalidInputError
 
 
@@ -180,6 +188,11 @@ def test_accepted_paths_are_normalised_and_safe(path: str) -> None:
         ("./mlruns", ArtifactURI("file", "./mlruns")),
         ("mlartifacts", ArtifactURI("file", "mlartifacts")),
         ("/srv/100%25", ArtifactURI("file", "/srv/100%25")),
+        ("mlflow-artifacts:/1/abc/artifacts", ArtifactURI("mlflow-artifacts", "1/abc/artifacts")),
+        ("mlflow-artifacts:///1/abc/", ArtifactURI("mlflow-artifacts", "1/abc")),
+        ("mlflow-artifacts:/a%20b", ArtifactURI("mlflow-artifacts", "a b")),
+        ("mlflow-artifacts:/", ArtifactURI("mlflow-artifacts", "")),
+        ("mlflow-artifacts:", ArtifactURI("mlflow-artifacts", "")),
     ],
 )
 def test_artifact_uris_parse_as_mlflow_users_write_them(uri: str, expected: ArtifactURI) -> None:
@@ -204,6 +217,13 @@ def test_artifact_uris_parse_as_mlflow_users_write_them(uri: str, expected: Arti
         ("/srv/../etc", "'..' segments"),
         ("/srv/x\x00", "control character"),
         ("", "give a local path"),
+        ("mlflow-artifacts:/1/../../etc", "bad path"),
+        ("mlflow-artifacts:/1/%2e%2e/x", "bad path"),
+        ("mlflow-artifacts:/1/%252e%252e/x", "bad path"),
+        ("mlflow-artifacts:/1/%23x", "bad path"),
+        ("mlflow-artifacts:/1/x#../../y", "fragments"),
+        ("mlflow-artifacts:/1/x?a=b", "query strings"),
+        ("mlflow-artifacts://otherhost:5000/1/x", "not a host"),
     ],
 )
 def test_bad_artifact_uris_are_refused(uri: str, complaint: str) -> None:
@@ -211,3 +231,111 @@ def test_bad_artifact_uris_are_refused(uri: str, complaint: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         parse_artifact_uri(uri)
     assert complaint in str(caught.value)
+
+
+# -- building artifact URIs -----------------------------------------------------------------
+
+# Directory names that string-formatted URIs broke: '#' ends the path, '%25' decodes to '%'.
+AWKWARD_NAMES = ["run #1", "100%25 done", "100% done", "what?", "a b", "données", "日本語", "%"]
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_local_uri_round_trips_any_directory_name(name: str) -> None:
+    """`local_artifact_uri` percent-encodes; parsing gives the absolute directory back."""
+    directory = f"/srv/{name}/mlruns"
+    uri = local_artifact_uri(directory)
+    assert uri.startswith("file:///srv/") and "#" not in uri and "?" not in uri
+    assert parse_artifact_uri(uri) == ArtifactURI("file", directory)
+
+
+def test_local_uri_of_a_relative_directory_is_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative directory is made absolute against the working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert parse_artifact_uri(local_artifact_uri("mlruns")).path == str(tmp_path / "mlruns")
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_joined_file_uri_names_the_subdirectory(name: str) -> None:
+    """Run id and 'artifacts' joined onto a file URI parse to the directory below it."""
+    uri = join_artifact_uri(local_artifact_uri(f"/srv/{name}"), "abc123", "artifacts")
+    assert parse_artifact_uri(uri) == ArtifactURI("file", f"/srv/{name}/abc123/artifacts")
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("s3://bucket", "s3://bucket/1/abc/artifacts"),
+        ("s3://bucket/", "s3://bucket/1/abc/artifacts"),
+        ("s3://bucket/exp%20x/", "s3://bucket/exp%20x/1/abc/artifacts"),
+        ("file:///srv/a%20b", "file:///srv/a%20b/1/abc/artifacts"),
+        ("file:/srv/x", "file:///srv/x/1/abc/artifacts"),
+        ("file://localhost/srv/x/", "file://localhost/srv/x/1/abc/artifacts"),
+        ("file:///", "file:///1/abc/artifacts"),
+        ("/srv/100%25 done", "/srv/100%25 done/1/abc/artifacts"),
+        ("mlflow-artifacts:/", "mlflow-artifacts:/1/abc/artifacts"),
+        ("mlflow-artifacts:", "mlflow-artifacts:/1/abc/artifacts"),
+        ("mlflow-artifacts:/exp", "mlflow-artifacts:/exp/1/abc/artifacts"),
+    ],
+)
+def test_join_appends_segments_per_scheme(base: str, expected: str) -> None:
+    """Joining encodes for file: and mlflow-artifacts:, keeps S3 keys and plain paths raw."""
+    joined = join_artifact_uri(base, "1", "abc", "artifacts")
+    assert joined == expected
+    parsed, parsed_base = parse_artifact_uri(joined), parse_artifact_uri(base)
+    assert parsed.scheme == parsed_base.scheme and parsed.bucket == parsed_base.bucket
+    assert parsed.path == posixpath.join(parsed_base.path, "1/abc/artifacts")
+
+
+def test_segments_with_awkward_characters_are_encoded_in_file_uris() -> None:
+    """A segment holding a space, '%' or unicode comes back as it was given."""
+    uri = join_artifact_uri("file:///srv", "100% é x")
+    assert uri == "file:///srv/100%25%20%C3%A9%20x"
+    assert parse_artifact_uri(uri).path == "/srv/100% é x"
+
+
+@pytest.mark.parametrize(
+    ("segment", "complaint"),
+    [
+        ("a/b", "one non-empty path segment"),
+        ("", "one non-empty path segment"),
+        ("..", "'..' segments are not allowed"),
+        ("%2e%2e", "'..' segments are not allowed"),
+        (".", "names no file"),
+        ("x#y", "'#' is not allowed"),
+        ("a\x00b", "control character"),
+    ],
+)
+def test_bad_segments_are_refused(segment: str, complaint: str) -> None:
+    """A segment that is not one safe path segment is refused, saying why."""
+    with pytest.raises(InvalidInputError, match="Cannot join") as caught:
+        join_artifact_uri("s3://bucket/p", segment)
+    assert complaint in str(caught.value)
+
+
+def test_join_refuses_a_bad_base() -> None:
+    """The base is checked as parse_artifact_uri checks it."""
+    with pytest.raises(InvalidInputError, match="fragments"):
+        join_artifact_uri("file:///srv/run #1", "abc")
+
+
+_NAME_CHARS = st.characters(blacklist_categories=["Cc", "Cs"], blacklist_characters="/\\")
+
+
+def test_any_directory_round_trips_through_local_uri_and_join() -> None:
+    """Whatever a directory is called, its URI joined with a run id parses back to it."""
+    checked: list[str] = []
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.text(_NAME_CHARS, min_size=1, max_size=12), min_size=1, max_size=3))
+    def round_trip(names: list[str]) -> None:
+        if any(name in (".", "..") for name in names):
+            return
+        directory = os.path.join("/data", *names)
+        uri = join_artifact_uri(local_artifact_uri(directory), "run", "artifacts")
+        assert parse_artifact_uri(uri) == ArtifactURI("file", f"{directory}/run/artifacts")
+        checked.append(directory)
+
+    round_trip()
+    assert len(checked) >= 150  # "." and ".." are rare: nearly every case did real work

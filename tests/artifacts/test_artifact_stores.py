@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.artifacts.helpers import Fifo
 from tracker.artifacts import (
     ArtifactEntry,
     ArtifactError,
+    ArtifactInfo,
     ArtifactNotFoundError,
     ArtifactStore,
 )
+from tracker.artifacts.base import run_to_completion
 from tracker.errors import InvalidInputError, NotFoundError
 
 
@@ -260,3 +263,53 @@ async def test_closed_store_refuses_work(artifact_store: ArtifactStore) -> None:
         await artifact_store.put_bytes(b"x", "y.txt")
     with pytest.raises(ArtifactError, match="closed"):
         await artifact_store.list()
+
+
+async def test_on_stored_is_told_once_with_what_was_stored(
+    artifact_store: ArtifactStore, tmp_path: Path
+) -> None:
+    """`on_stored` gets the put's info exactly once, by the time the put returns."""
+    told: list[ArtifactInfo] = []
+    from_bytes = await artifact_store.put_bytes(b"abc", "a.txt", on_stored=told.append)
+    (tmp_path / "b.bin").write_bytes(os.urandom(6 << 20))
+    from_file = await artifact_store.put_file(tmp_path / "b.bin", "b.bin", on_stored=told.append)
+    assert told == [from_bytes, from_file]
+
+
+async def test_put_cancelled_while_a_pipe_is_silent_ends_at_once_storing_nothing(
+    artifact_store: ArtifactStore, fifo: Fifo
+) -> None:
+    """Cancelling a put blocked reading a pipe that has more to come raises at once (it does
+    not wait for the pipe), tells nobody it stored anything, and leaves nothing listed."""
+    told: list[ArtifactInfo] = []
+    put = asyncio.create_task(artifact_store.put_file(fifo.path, "p.bin", on_stored=told.append))
+    await fifo.connect()
+    await fifo.feed(os.urandom(6 << 20))  # more than a part: on S3 an upload is under way
+    put.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(30):  # a guard: before, this waited for the pipe forever
+            await put
+    fifo.close()
+    assert told == []
+    assert await artifact_store.list() == []
+
+
+async def test_a_step_run_to_completion_outlives_a_cancellation() -> None:
+    """A commit step cancelled half-way still finishes and reports its result, then the
+    cancellation is raised: what was stored is always known."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def commit() -> str:
+        await release.wait()
+        return "stored"
+
+    task = asyncio.create_task(run_to_completion(commit(), then=seen.append))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert not task.done()  # still waiting for the step
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == ["stored"]

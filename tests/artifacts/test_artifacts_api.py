@@ -38,9 +38,12 @@ def test_public_api_is_pinned() -> None:
         "ArtifactStore",
         "ArtifactURI",
         "ArtifactUnavailableError",
+        "ArtifactUploadCancelledError",
         "LocalArtifactStore",
         "S3ArtifactStore",
         "artifact_store_for_uri",
+        "join_artifact_uri",
+        "local_artifact_uri",
         "parse_artifact_uri",
         "validate_artifact_path",
     ]
@@ -86,3 +89,10 @@ def test_artifact_errors_are_tracker_errors() -> None:
         value = getattr(tracker.artifacts, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, ArtifactError), name
+
+
+def test_proxied_uri_has_no_store_of_its_own() -> None:
+    """`mlflow-artifacts:` needs a tracking server: ArtifactError says so, and how to resolve it."""
+    with pytest.raises(ArtifactError, match="stored through a tracking server") as caught:
+        artifact_store_for_uri("mlflow-artifacts:/1/abc/artifacts")
+    assert "proxy_root" in str(caught.value)

@@ -11,12 +11,13 @@ import socket
 import sys
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.artifacts.helpers import TcpProxy
 from tracker.artifacts import (
     ArtifactEntry,
     ArtifactLocationError,
@@ -83,89 +84,6 @@ def set_moto_auth(endpoint: str, enforced: bool) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-
-
-class TcpProxy:
-    """A loopback TCP proxy to an upstream port that can cut its connections on cue.
-
-    It counts the bytes sent upstream and the connections open at once, and cuts
-    every connection each time the upstream byte count passes one of `cut_at`,
-    either staying up (a dropped connection) or, with `stop_on_cut`, refusing new
-    connections too (the server went away).
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.sent = 0
-        self.open_connections = 0
-        self.peak_connections = 0
-        self.cut_at: list[int] = []
-        self.stop_on_cut = False
-        self.cuts = 0
-        self._transports: set[asyncio.WriteTransport] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def aclose(self) -> None:
-        self.cut(stop=True)
-
-    def cut(self, *, stop: bool) -> None:
-        """Reset every open connection; with `stop`, also stop accepting new ones."""
-        self.cuts += 1
-        for transport in list(self._transports):
-            transport.abort()
-        self._transports.clear()
-        if stop and self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            client_w.transport.abort()
-            return
-        self._transports.update((client_w.transport, upstream_w.transport))
-        self.open_connections += 1
-        self.peak_connections = max(self.peak_connections, self.open_connections)
-        try:
-            await asyncio.gather(
-                self._pipe(client_r, upstream_w, upstream=True),
-                self._pipe(upstream_r, client_w, upstream=False),
-            )
-        finally:
-            self.open_connections -= 1
-            self._transports.difference_update((client_w.transport, upstream_w.transport))
-
-    async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, upstream: bool
-    ) -> None:
-        try:
-            while data := await source.read(1 << 16):
-                if upstream:
-                    self.sent += len(data)
-                    if self.cut_at and self.sent >= self.cut_at[0]:
-                        del self.cut_at[0]
-                        self.cut(stop=self.stop_on_cut)
-                        return
-                sink.write(data)
-                await sink.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            sink.close()
-
-
-@pytest.fixture
-async def proxy(moto_endpoint: str) -> AsyncIterator[TcpProxy]:
-    """A cuttable TCP proxy in front of moto; `await proxy.start()` gives its URL."""
-    created = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
-    yield created
-    await created.aclose()
 
 
 # -- multipart uploads -----------------------------------------------------------------------
@@ -348,10 +266,12 @@ async def test_uri_factory_passes_options_to_the_s3_store(moto_endpoint: str, bu
         ({"part_size": MIN_PART_SIZE - 1}, "part_size must be between"),
         ({"concurrency": 0}, "concurrency must be at least 1"),
         ({"max_attempts": 0}, "max_attempts must be at least 1"),
+        ({"request_timeout": 0}, "request_timeout must be a positive number of seconds"),
+        ({"abort_attempts": 0}, "abort_attempts must be at least 1"),
     ],
 )
 def test_bad_options_are_refused(kwargs: dict[str, Any], complaint: str) -> None:
-    """Parts under S3's 5 MiB minimum, zero concurrency or zero attempts are refused."""
+    """Parts under S3's 5 MiB minimum, zero concurrency, attempts or deadline are refused."""
     with pytest.raises(InvalidInputError, match=complaint):
         S3ArtifactStore("s3://bucket/p", **kwargs)
 
@@ -432,13 +352,14 @@ async def test_nothing_listening_is_unavailable(bucket: str) -> None:
     assert endpoint in str(caught.value)
 
 
-async def test_server_gone_mid_upload_is_unavailable_and_says_what_is_left(
+async def test_server_gone_mid_upload_says_what_is_left_and_aborts_it_once_back(
     proxy: TcpProxy, bucket: str, s3_client: Any, tmp_path: Path
 ) -> None:
-    """The server vanishing mid-multipart gives ArtifactUnavailableError naming the upload left."""
+    """The server vanishing mid-multipart gives ArtifactUnavailableError naming the upload it
+    could not abort; once the server is back, the store's next request aborts it."""
     endpoint = await proxy.start()
     source = tmp_path / "big.bin"
-    write_random_file(source, 16 * MiB)
+    expected = write_random_file(source, 16 * MiB)
     proxy.cut_at, proxy.stop_on_cut = [7 * MiB], True  # during the second part
     store = S3ArtifactStore(
         f"s3://{bucket}/p",
@@ -446,22 +367,28 @@ async def test_server_gone_mid_upload_is_unavailable_and_says_what_is_left(
         part_size=MIN_PART_SIZE,
         concurrency=2,
         max_attempts=1,
+        abort_attempts=2,
     )
     async with store:
         with pytest.raises(ArtifactUnavailableError, match=endpoint) as caught:
             await store.put_file(source, "big.bin")
-    assert proxy.cuts == 1
+        assert proxy.cuts == 1
 
-    # The abort could not reach the server either: the error says so and names the upload.
-    uploads = await multipart_uploads(s3_client, bucket)
-    assert [upload["Key"] for upload in uploads] == ["p/big.bin"]
-    notes = "\n".join(getattr(caught.value, "__notes__", []))
-    assert f"multipart upload {uploads[0]['UploadId']!r}" in notes
-    assert "could not be aborted" in notes
-    assert await object_keys(s3_client, bucket) == []
-    await s3_client.abort_multipart_upload(
-        Bucket=bucket, Key="p/big.bin", UploadId=uploads[0]["UploadId"]
-    )
+        # The abort could not reach the server either: the error says so and names the upload.
+        uploads = await multipart_uploads(s3_client, bucket)
+        assert [upload["Key"] for upload in uploads] == ["p/big.bin"]
+        notes = "\n".join(getattr(caught.value, "__notes__", []))
+        assert f"multipart upload {uploads[0]['UploadId']!r}" in notes
+        assert "could not be aborted" in notes
+        assert await object_keys(s3_client, bucket) == []
+
+        await proxy.start(port=int(endpoint.rsplit(":", 1)[1]))  # the server is back
+        info = await store.put_file(source, "big.bin")
+        assert info.sha256 == expected
+        # The old upload is aborted first; the new one of the same key is left to complete.
+        assert await multipart_uploads(s3_client, bucket) == []
+        head = await s3_client.head_object(Bucket=bucket, Key="p/big.bin")
+        assert head["ContentLength"] == 16 * MiB
 
 
 async def test_dropped_connection_mid_upload_aborts_the_upload(
@@ -482,10 +409,14 @@ async def test_dropped_connection_mid_upload_aborts_the_upload(
         max_attempts=1,
     )
     async with store:
-        with pytest.raises(ArtifactUnavailableError, match="Lost or could not open the connection"):
+        with pytest.raises(
+            ArtifactUnavailableError, match="Lost or could not open the connection"
+        ) as caught:
             await store.put_file(source, "big.bin")
         with pytest.raises(ArtifactNotFoundError):
             await anext(store.open("big.bin"))
+    assert "The multipart upload" in caught.value.__notes__[-1]
+    assert caught.value.__notes__[-1].endswith("was aborted")
     assert proxy.cuts == 2
     assert await multipart_uploads(s3_client, bucket) == []
     assert await object_keys(s3_client, bucket) == []

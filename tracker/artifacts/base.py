@@ -7,28 +7,36 @@ import asyncio
 import builtins
 import mimetypes
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self, TypeVar
 
 from tracker.artifacts.files import AtomicFile, BytesSource, FileSource, UploadSource
 from tracker.artifacts.paths import validate_artifact_path
-from tracker.errors import ArtifactError, InvalidInputError, NotFoundError
+from tracker.errors import ArtifactError, InvalidInputError, InvalidStateError, NotFoundError
 
 # The errors every backend raises, whatever its driver says:
 #
 #   ArtifactError (tracker.errors)
-#   ├── ArtifactNotFoundError      nothing at that path (also a NotFoundError)
-#   ├── ArtifactLocationError      the root itself is unusable: no such bucket, root is a file
-#   ├── ArtifactPermissionError    credentials missing, invalid or not allowed to do this
-#   └── ArtifactUnavailableError   the store could not be reached or the connection dropped
+#   ├── ArtifactNotFoundError         nothing at that path (also a NotFoundError)
+#   ├── ArtifactLocationError         the root itself is unusable: no such bucket, root is a file
+#   ├── ArtifactPermissionError       credentials missing, invalid or not allowed to do this
+#   ├── ArtifactUnavailableError      the store could not be reached, stalled, or dropped the
+#   │                                 connection
+#   └── ArtifactUploadCancelledError  the run ended and its upload was cancelled (also an
+#                                     InvalidStateError; raised by RunArtifacts)
 #
 # Refused paths raise InvalidInputError before any I/O.
 
 DEFAULT_CHUNK_SIZE: Final = 1 << 20
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+
+T = TypeVar("T")
+
+StoredCallback = Callable[["ArtifactInfo"], object]
+"""Told the moment an artifact is in place: see `ArtifactStore.put_file`."""
 
 
 class ArtifactNotFoundError(ArtifactError, NotFoundError):
@@ -45,6 +53,10 @@ class ArtifactPermissionError(ArtifactError):
 
 class ArtifactUnavailableError(ArtifactError):
     """The store could not be reached or the connection was lost; retrying may succeed."""
+
+
+class ArtifactUploadCancelledError(ArtifactError, InvalidStateError):
+    """The run ended while the upload was in flight, and it was cancelled: nothing is stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,25 +100,47 @@ class ArtifactStore(abc.ABC):
 
     # -- the contract ------------------------------------------------------------------------
 
-    async def put_file(self, local_path: str | os.PathLike[str], dest_path: str) -> ArtifactInfo:
+    async def put_file(
+        self,
+        local_path: str | os.PathLike[str],
+        dest_path: str,
+        *,
+        on_stored: StoredCallback | None = None,
+    ) -> ArtifactInfo:
         """Store the local file at `dest_path`, replacing any artifact there.
 
         The file is streamed, never read into memory whole; size and SHA-256 are
         computed from the bytes actually sent and the content type is guessed from
         `dest_path`. A missing or unreadable local file raises `InvalidInputError`
         before the store is touched.
+
+        `on_stored(info)` is called once, as soon as the artifact is in place: before
+        the put returns, and also if it is cancelled after that point (it then raises
+        `CancelledError` all the same). A cancellation that arrives during the final
+        step (the rename, the request that completes the object) waits for that step,
+        so that what is stored is always known: record artifacts in `on_stored`.
         """
         path = self._check(dest_path)
         source = await FileSource.open(local_path)
         try:
-            return await self._put_source(path, source)
-        finally:
+            info = await self._put_source(path, source, on_stored)
+        except asyncio.CancelledError:
+            # Not waited for: a read blocked on a pipe would hold the cancellation until the
+            # pipe's writer writes or closes.
+            source.close_nowait()
+            raise
+        except BaseException:
             await source.aclose()
+            raise
+        await source.aclose()
+        return info
 
-    async def put_bytes(self, data: bytes, dest_path: str) -> ArtifactInfo:
+    async def put_bytes(
+        self, data: bytes, dest_path: str, *, on_stored: StoredCallback | None = None
+    ) -> ArtifactInfo:
         """Store `data` at `dest_path`, replacing any artifact there; as `put_file`."""
         path = self._check(dest_path)
-        return await self._put_source(path, BytesSource(bytes(data)))
+        return await self._put_source(path, BytesSource(bytes(data)), on_stored)
 
     def open(
         self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -199,8 +233,14 @@ class ArtifactStore(abc.ABC):
     # -- what each backend provides ----------------------------------------------------------
 
     @abc.abstractmethod
-    async def _put(self, path: str, source: UploadSource, content_type: str) -> None:
-        """Store all of `source` at the checked `path` atomically, reading it to the end."""
+    async def _put(
+        self, path: str, source: UploadSource, content_type: str, committed: Callable[[], None]
+    ) -> None:
+        """Store all of `source` at the checked `path` atomically, reading it to the end.
+
+        Call `committed()` the moment the artifact is in place, before any later await:
+        run the final step with `run_to_completion(step, then=...)`.
+        """
 
     @abc.abstractmethod
     def _open(self, path: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
@@ -226,7 +266,52 @@ class ArtifactStore(abc.ABC):
                 f"{type(self).__name__} is closed; create a new store to keep using it"
             )
 
-    async def _put_source(self, path: str, source: UploadSource) -> ArtifactInfo:
+    async def _put_source(
+        self, path: str, source: UploadSource, on_stored: StoredCallback | None
+    ) -> ArtifactInfo:
         content_type = guess_content_type(path)
-        await self._put(path, source, content_type)
-        return ArtifactInfo(path, source.size, source.sha256, content_type)
+        in_place = False
+
+        def committed() -> None:
+            nonlocal in_place
+            in_place = True
+
+        try:
+            await self._put(path, source, content_type, committed)
+        except asyncio.CancelledError:
+            if in_place and on_stored is not None:
+                on_stored(ArtifactInfo(path, source.size, source.sha256, content_type))
+            raise
+        info = ArtifactInfo(path, source.size, source.sha256, content_type)
+        if on_stored is not None:
+            on_stored(info)
+        return info
+
+
+async def run_to_completion(
+    step: Coroutine[Any, Any, T], then: Callable[[T], object] | None = None
+) -> T:
+    """Await `step` to its end even if the caller is cancelled meanwhile, then `then(result)`.
+
+    A cancellation that arrived is raised once that is done. Only for bounded steps (a
+    commit, or a cleanup whose every request has a deadline) whose outcome must be
+    known rather than abandoned half-way.
+    """
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    try:
+        result = task.result()
+    except BaseException as exc:
+        if cancelled is not None:
+            raise cancelled from exc
+        raise
+    if then is not None:
+        then(result)
+    if cancelled is not None:
+        raise cancelled
+    return result

@@ -11,13 +11,27 @@ import os
 import re
 import secrets
 import stat
+import sys
+import time
 from typing import BinaryIO, Final
 
 from tracker.errors import InvalidInputError
 
+if sys.platform != "win32":
+    import fcntl
+
 # Below this, hashing on the loop is cheaper than a hop to a thread.
 _INLINE_HASH_LIMIT: Final = 1 << 16
 _TEMP_NAME_RE: Final = re.compile(r"\.tracker-[0-9a-f]{16}\.tmp")
+# Closes running in the background (FileSource.close_nowait), kept from the garbage collector.
+_closing: set[asyncio.Future[None]] = set()
+# A temporary file's writer holds an exclusive lock on it until the rename, and the kernel
+# drops that lock when the writer dies, even by SIGKILL: an unlocked temporary file is
+# abandoned. The lock is taken just after the file is created, so a file younger than this
+# may be one whose writer has not locked it yet; it is left for a later sweep. (An age
+# threshold alone would either delete a slow upload still in progress, say a checkpoint
+# streamed from a pipe for an hour, or keep a killed upload's file for that long.)
+TEMP_FILE_GRACE: Final = 60.0
 
 
 def temp_name() -> str:
@@ -129,14 +143,24 @@ class FileSource(UploadSource):
         # cancelled, and that wait must not stall the loop.
         await asyncio.shield(asyncio.to_thread(self._file.close))
 
+    def close_nowait(self) -> None:
+        """Close the file in the background, once any read still running is over."""
+        closing = asyncio.ensure_future(asyncio.to_thread(self._file.close))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
 
 class AtomicFile:
-    """A file written under a temporary name in its final directory, renamed into place.
+    """A file written under a temporary name, renamed into place once complete.
 
-    `commit()` fsyncs and renames, so a reader or a crash never sees a partial file
-    under the final name; `discard()` removes the temporary file. Writes go through a
-    buffered file object, whose lock makes a close wait for a write still running in a
-    thread whose awaiter was cancelled.
+    The temporary file is made in `temp_dir` (which must be on the same file system as
+    `final_path`), else next to `final_path`, and locked while it is written (see
+    `TEMP_FILE_GRACE`). `commit()` fsyncs and renames, creating the final directory
+    only then, so a reader or a crash never sees a partial file under the final name
+    nor, with `temp_dir`, a directory holding only unfinished writes; `discard()`
+    removes the temporary file. Writes go through a buffered file object, whose lock
+    makes a close wait for a write still running in a thread whose awaiter was
+    cancelled.
     """
 
     def __init__(self, final_path: str, file: BinaryIO, temp_path: str) -> None:
@@ -144,14 +168,15 @@ class AtomicFile:
         self.temp_path = temp_path
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.committed = False
         self._file = file
 
     @classmethod
-    def create_sync(cls, final_path: str) -> AtomicFile:
-        """Create the temporary file next to `final_path`, creating directories as needed."""
+    def create_sync(cls, final_path: str, temp_dir: str | None = None) -> AtomicFile:
+        """Create and lock the temporary file, creating its directory as needed."""
         if os.path.isdir(final_path):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", final_path)
-        directory = os.path.dirname(final_path) or "."
+        directory = temp_dir or os.path.dirname(final_path) or "."
         for _ in range(3):
             os.makedirs(directory, exist_ok=True)
             temp_path = os.path.join(directory, temp_name())
@@ -159,7 +184,8 @@ class AtomicFile:
                 # os.open with 0o666 lets the umask decide, as for any other new file.
                 fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileNotFoundError:
-                continue  # a concurrent delete pruned the directory; make it again
+                continue  # a concurrent delete or sweep removed the directory; make it again
+            _lock(fd)
             return cls(final_path, os.fdopen(fd, "wb"), temp_path)
         raise FileNotFoundError(f"directory {directory!r} keeps disappearing")
 
@@ -174,19 +200,101 @@ class AtomicFile:
     def _commit_sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
+        # Renamed before it is closed: closing drops the lock, and an unlocked temporary
+        # file is fair game for a sweep.
+        directory = os.path.dirname(self.final_path) or "."
+        for attempt in range(3):
+            os.makedirs(directory, exist_ok=True)
+            try:
+                os.replace(self.temp_path, self.final_path)
+                break
+            except FileNotFoundError:
+                if attempt == 2 or not os.path.exists(self.temp_path):
+                    raise
+                # else a concurrent delete pruned the final directory; make it again
+        self.committed = True
         self._file.close()
-        os.replace(self.temp_path, self.final_path)
 
     async def commit(self) -> None:
         await asyncio.to_thread(self._commit_sync)
 
     def _discard_sync(self) -> None:
         try:
-            self._file.close()
+            if not self.committed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.temp_path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.temp_path)
+            self._file.close()
 
     async def discard(self) -> None:
         # Shielded: on cancellation the temporary file must still go.
         await asyncio.shield(asyncio.to_thread(self._discard_sync))
+
+
+def remove_abandoned_temp_files(directory: str, grace: float = TEMP_FILE_GRACE) -> int:
+    """Delete the temporary files in `directory` whose writers are gone; return how many.
+
+    A temporary file is abandoned when no process holds its lock and it is older than
+    `grace` seconds. `directory` itself is removed if that leaves it empty.
+    """
+    try:
+        scan = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    with scan:
+        for item in scan:
+            if is_temp_name(item.name) and _remove_if_abandoned(item.path, grace):
+                removed += 1
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)  # fails while anything is still in it, as it should
+    return removed
+
+
+def _remove_if_abandoned(path: str, grace: float) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False  # gone already, or not ours to open
+    try:
+        if not _try_lock(fd):
+            return False  # its writer is alive
+        opened = os.fstat(fd)
+        if time.time() - opened.st_mtime < grace:
+            return False
+        try:
+            current = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return False  # renamed into place meanwhile, and something new took the name
+        try:
+            os.unlink(path)
+        except OSError:
+            return False  # removed by another sweep, or not ours to remove
+        return True
+    finally:
+        os.close(fd)
+
+
+if sys.platform != "win32":
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+else:
+    # No flock on Windows: temporary files are never swept there, rather than risk deleting
+    # one whose writer is alive.
+
+    def _lock(fd: int) -> None:
+        pass
+
+    def _try_lock(fd: int) -> bool:
+        return False

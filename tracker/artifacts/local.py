@@ -9,8 +9,8 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import AsyncGenerator, Iterator
-from typing import BinaryIO
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import BinaryIO, Final
 
 from tracker.artifacts.base import (
     DEFAULT_CHUNK_SIZE,
@@ -19,16 +19,29 @@ from tracker.artifacts.base import (
     ArtifactNotFoundError,
     ArtifactPermissionError,
     ArtifactStore,
+    run_to_completion,
 )
-from tracker.artifacts.files import AtomicFile, UploadSource, is_temp_name
+from tracker.artifacts.files import (
+    AtomicFile,
+    UploadSource,
+    is_temp_name,
+    remove_abandoned_temp_files,
+)
 from tracker.errors import ArtifactError, InvalidInputError
+
+STAGING_DIR: Final = ".tracker-tmp"
+"""The directory under the root where unfinished puts are written, outside the listed tree."""
 
 
 class LocalArtifactStore(ArtifactStore):
     """Artifacts stored as files under `root`, which is created on the first put.
 
     File I/O runs in worker threads, `chunk_size` bytes at a time. Every path is
-    resolved (symlinks included) and must stay inside the resolved root.
+    resolved (symlinks included) and must stay inside the resolved root. A put is
+    written under `root/.tracker-tmp/` (a name reserved, never listed) and renamed into
+    place when complete, so an unfinished put never shows in the tree; the first use of
+    a store deletes what puts killed in another process left there (see
+    `remove_abandoned_temp_files`).
     """
 
     def __init__(
@@ -38,20 +51,25 @@ class LocalArtifactStore(ArtifactStore):
             raise InvalidInputError(f"chunk_size must be at least 1, got {chunk_size}")
         self.root = os.path.abspath(os.fspath(root))
         self.chunk_size = chunk_size
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
 
-    async def _put(self, path: str, source: UploadSource, content_type: str) -> None:
+    async def _put(
+        self, path: str, source: UploadSource, content_type: str, committed: Callable[[], None]
+    ) -> None:
         with self._os_errors("put", path):
             target = await asyncio.to_thread(self._create_sync, path)
             try:
                 while chunk := await source.read(self.chunk_size):
                     await target.write(chunk)
-                await target.commit()
+                await run_to_completion(target.commit(), then=lambda _: committed())
             except BaseException:
                 await target.discard()
                 raise
+            finally:
+                await asyncio.shield(asyncio.to_thread(self._tidy_sync))
 
     async def _open(self, path: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
         with self._os_errors("open", path):
@@ -78,7 +96,16 @@ class LocalArtifactStore(ArtifactStore):
 
     def _locate(self, path: str) -> str:
         """The file system path for `path`, refused if it resolves outside the root."""
+        if path.split("/", 1)[0] == STAGING_DIR:
+            raise InvalidInputError(
+                f"Invalid artifact path {path!r}: {STAGING_DIR!r} is reserved for unfinished "
+                "writes; choose another name"
+            )
         root = os.path.realpath(self.root)
+        if not self._swept:
+            # Once per store, at its first use: what puts killed earlier left behind goes.
+            self._swept = True
+            remove_abandoned_temp_files(os.path.join(root, STAGING_DIR))
         full = os.path.join(root, *path.split("/")) if path else root
         # realpath resolves every symlink that exists so far, the final component included.
         real = os.path.realpath(full)
@@ -96,7 +123,21 @@ class LocalArtifactStore(ArtifactStore):
                 f"Cannot put {path!r}: a directory of that name exists in {self.root!r}; "
                 "delete it first or choose another name"
             )
-        return AtomicFile.create_sync(full)
+        # The final directories are made at the rename; a file in their way is refused now,
+        # before anything is streamed.
+        ancestor = os.path.dirname(full)
+        while not os.path.lexists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", ancestor)
+        return AtomicFile.create_sync(full, self._staging())
+
+    def _staging(self) -> str:
+        return os.path.join(os.path.realpath(self.root), STAGING_DIR)
+
+    def _tidy_sync(self) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(self._staging())  # only once no other put is using it
 
     def _open_sync(self, path: str) -> BinaryIO:
         full = self._locate(path)
@@ -118,7 +159,8 @@ class LocalArtifactStore(ArtifactStore):
         entries = []
         with scan:
             for item in scan:
-                if is_temp_name(item.name):
+                # Temporary names are hidden too: older versions wrote them beside the file.
+                if is_temp_name(item.name) or (not path and item.name == STAGING_DIR):
                     continue
                 child = f"{path}/{item.name}" if path else item.name
                 try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from tracker.errors import InvalidInputError
 
@@ -17,6 +19,8 @@ _DRIVE_RE: Final = re.compile(r"^[A-Za-z]:")
 _SCHEME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:/")
 # Bucket names per AWS's rules, loosened to what S3-compatible servers (MinIO, moto) accept.
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
+# Runs whose artifacts the tracking server stores for them (MLflow's proxied artifact access).
+PROXIED_SCHEME: Final = "mlflow-artifacts"
 
 
 def _decoded_forms(path: str) -> list[str]:
@@ -89,16 +93,20 @@ def validate_artifact_path(path: str) -> str:
     return "/".join(segments)
 
 
+ArtifactScheme = Literal["file", "s3", "mlflow-artifacts"]
+
+
 @dataclass(frozen=True, slots=True)
 class ArtifactURI:
-    """A parsed artifact root: a local directory or an S3 bucket and key prefix.
+    """A parsed artifact root: a local directory, an S3 bucket and key prefix, or a proxied path.
 
-    `path` is an absolute or relative local path for `file`, and the key prefix
-    without leading or trailing `/` (possibly empty) for `s3`; `bucket` is `None`
-    for `file`.
+    `path` is an absolute or relative local path for `file`; the key prefix without
+    leading or trailing `/` (possibly empty) for `s3`; and for `mlflow-artifacts` the
+    path, also without leading or trailing `/`, under the tracking server's artifact
+    destination. `bucket` is `None` except for `s3`.
     """
 
-    scheme: Literal["file", "s3"]
+    scheme: ArtifactScheme
     path: str
     bucket: str | None = None
 
@@ -107,11 +115,12 @@ def parse_artifact_uri(uri: str) -> ArtifactURI:
     """Parse an artifact root as MLflow users write it, or raise `InvalidInputError`.
 
     Accepted: `s3://bucket/prefix`, `file:/abs/path`, `file:///abs/path`,
-    `file://localhost/abs/path` and plain local paths. Refused: other schemes, a
-    `file:` URI naming another host, query strings and `#` fragments (both were
+    `file://localhost/abs/path`, plain local paths and `mlflow-artifacts:/path` (a run
+    whose artifacts the tracking server stores). Refused: other schemes, a `file:` or
+    `mlflow-artifacts:` URI naming a host, query strings and `#` fragments (both were
     used to smuggle `..` past MLflow's checks), `..` segments, NUL and control
-    characters. `file:` paths are percent-decoded once, as URIs are; plain paths are
-    taken as they are.
+    characters. `file:` and `mlflow-artifacts:` paths are percent-decoded once, as URIs
+    are; plain paths and S3 keys are taken as they are.
     """
     if not isinstance(uri, str) or not uri:
         raise InvalidInputError(
@@ -122,7 +131,10 @@ def parse_artifact_uri(uri: str) -> ArtifactURI:
         raise InvalidInputError(
             f"Invalid artifact URI {uri!r}: it contains a control character; remove it"
         )
-    scheme = urlsplit(uri).scheme.lower() if _SCHEME_RE.match(uri) else ""
+    if _SCHEME_RE.match(uri) or uri.lower() == f"{PROXIED_SCHEME}:":
+        scheme = urlsplit(uri).scheme.lower()
+    else:
+        scheme = ""
     if scheme == "":
         return ArtifactURI("file", _check_local_root(uri, uri))
     parts = urlsplit(uri)
@@ -145,19 +157,81 @@ def parse_artifact_uri(uri: str) -> ArtifactURI:
                 f"Invalid artifact URI {uri!r}: {bucket!r} is not a valid S3 bucket name "
                 "(3-63 lowercase letters, digits, '.', '-'); write 's3://bucket/prefix'"
             )
-        prefix = parts.path.strip("/")
-        if prefix:
-            try:
-                prefix = validate_artifact_path(prefix)
-            except InvalidInputError as exc:
-                raise InvalidInputError(
-                    f"Invalid artifact URI {uri!r}: bad key prefix: {exc}"
-                ) from None
-        return ArtifactURI("s3", prefix, bucket)
+        return ArtifactURI("s3", _check_relative(uri, "key prefix", parts.path), bucket)
+    if scheme == PROXIED_SCHEME:
+        if parts.netloc:
+            raise InvalidInputError(
+                f"Invalid artifact URI {uri!r}: a proxied artifact URI names a path on the "
+                f"tracking server, not a host; write '{PROXIED_SCHEME}:{parts.path or '/'}'"
+            )
+        path = _check_relative(uri, "path", unquote(parts.path))
+        return ArtifactURI(PROXIED_SCHEME, path)
     raise InvalidInputError(
         f"Unsupported artifact URI {uri!r}: scheme {scheme!r} is not supported; "
-        "use a local path, 'file:///path' or 's3://bucket/prefix'"
+        "use a local path, 'file:///path', 's3://bucket/prefix' or 'mlflow-artifacts:/path'"
     )
+
+
+def local_artifact_uri(directory: str | os.PathLike[str]) -> str:
+    """The `file:` URI of a local directory, made absolute and percent-encoded.
+
+    `parse_artifact_uri` gives the absolute path back unchanged, whatever the directory's
+    name holds (spaces, `#`, `%`, `?`, non-ASCII letters).
+    """
+    return Path(os.path.abspath(os.fspath(directory))).as_uri()
+
+
+def join_artifact_uri(base: str, *segments: str) -> str:
+    """`base` (an artifact URI or local path) with `segments` appended, one path segment each.
+
+    Segments are percent-encoded in `file:` and `mlflow-artifacts:` URIs and appended
+    as they are to S3 keys and plain local paths, so that `parse_artifact_uri` of the
+    result is the parsed `base` with the segments joined on. `base` is checked as
+    `parse_artifact_uri` checks it; a segment must be one non-empty path segment that
+    `validate_artifact_path` accepts (no `/`, `..`, `#`, control characters), or
+    `InvalidInputError` says which one is wrong.
+    """
+    parsed = parse_artifact_uri(base)
+    for segment in segments:
+        _check_segment(base, segment)
+    if not segments:
+        return base
+    if parsed.scheme == "s3":
+        prefix = "/".join(part for part in (parsed.path, *segments) if part)
+        return f"s3://{parsed.bucket}/{prefix}"
+    if not _SCHEME_RE.match(base) and parsed.scheme == "file":
+        # A plain path stays a plain path: it is taken literally, never percent-decoded.
+        return os.path.join(base, *segments)
+    parts = urlsplit(base)
+    encoded = "/".join(quote(segment, safe="") for segment in segments)
+    return urlunsplit((parsed.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{encoded}", "", ""))
+
+
+def _check_segment(base: str, segment: str) -> None:
+    if not isinstance(segment, str) or not segment or "/" in segment:
+        raise InvalidInputError(
+            f"Cannot join {segment!r} onto the artifact URI {base!r}: give one non-empty "
+            "path segment, without '/'"
+        )
+    try:
+        checked = validate_artifact_path(segment)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"Cannot join onto the artifact URI {base!r}: {exc}") from None
+    if checked != segment:
+        raise InvalidInputError(
+            f"Cannot join {segment!r} onto the artifact URI {base!r}: it does not name a "
+            "path segment"
+        )
+
+
+def _check_relative(uri: str, what: str, path: str) -> str:
+    path = path.strip("/")
+    if not path:
+        return ""
+    try:
+        return validate_artifact_path(path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"Invalid artifact URI {uri!r}: bad {what}: {exc}") from None
 
 
 def _check_local_root(uri: str, path: str) -> str:
