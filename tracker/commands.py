@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from tracker.artifacts.paths import join_artifact_uri, parse_artifact_uri
 from tracker.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -204,8 +205,6 @@ class CreateExperiment(Command):
         _set(self, "name", validate_experiment_name(self.name))
         _set(self, "tags", validate_tags(self.tags, MAX_EXPERIMENT_TAG_VALUE_LENGTH))
         if self.artifact_location is not None:
-            from tracker.artifacts.paths import parse_artifact_uri
-
             validate_text(self.artifact_location, "artifact_location")
             parse_artifact_uri(self.artifact_location)  # refuses what opened holes in MLflow
         if self.experiment_id is not None:
@@ -446,7 +445,7 @@ def _create_experiment(f: Facts, c: CreateExperiment) -> list[DomainEvent]:
     eid = c.experiment_id if c.experiment_id is not None else str(f.next_experiment_id)
     if f.experiments.get(eid, ExperimentFacts()).exists:
         raise AlreadyExistsError(f"Experiment with id={eid} already exists.")
-    location = c.artifact_location or f"{f.artifact_root.rstrip('/')}/{eid}"
+    location = c.artifact_location or join_artifact_uri(f.artifact_root, eid)
     return [
         ExperimentCreated(eid, c.name, location, f.now, dict(c.tags)),
         ExperimentNameClaimed(c.name, eid),
@@ -514,7 +513,7 @@ def _create_run(f: Facts, c: CreateRun) -> list[DomainEvent]:
         )
     if c.parent_run_id is not None:
         f.run(c.parent_run_id)
-    uri = c.artifact_uri or f"{exp.artifact_location.rstrip('/')}/{c.run_id}/artifacts"
+    uri = c.artifact_uri or join_artifact_uri(exp.artifact_location, c.run_id, "artifacts")
     out: list[DomainEvent] = [
         RunCreated(
             c.run_id, c.experiment_id, c.run_name, c.start_time, c.user_id, uri, dict(c.tags),

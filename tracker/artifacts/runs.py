@@ -236,15 +236,16 @@ class RunArtifacts:
     ) -> ArtifactInfo:
         dest = _join(artifact_path, Path(local_path).name)
         self._refuse_if_ended(uri)
-        # A missing or unreadable file is refused by the store, before it is touched; a pipe
-        # is streamed like any file.
-        if await asyncio.to_thread(Path(local_path).is_dir):
-            raise InvalidInputError(
-                f"{local_path} is a directory; use log_artifacts to upload a directory"
-            )
 
-        def put(store: ArtifactStore, stored: StoredCallback) -> Awaitable[ArtifactInfo]:
-            return store.put_file(local_path, dest, on_stored=stored)
+        async def put(store: ArtifactStore, stored: StoredCallback) -> ArtifactInfo:
+            # Checked inside the tracked upload, so that it is in flight (and end() waits for
+            # it) from the call on. A missing or unreadable file is refused by the store,
+            # before it is touched; a pipe is streamed like any file.
+            if await asyncio.to_thread(Path(local_path).is_dir):
+                raise InvalidInputError(
+                    f"{local_path} is a directory; use log_artifacts to upload a directory"
+                )
+            return await store.put_file(local_path, dest, on_stored=stored)
 
         return await self._finish(self._start(uri, dest, put, record))
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import stamina
 
+from tracker.artifacts.paths import local_artifact_uri
 from tracker.artifacts.runs import RunArtifacts
 from tracker.commands import Command, CreateExperiment
 from tracker.errors import (
@@ -154,9 +155,9 @@ class Core:
             or getattr(self.store, "default_artifact_root", None)
             or str(Path(resolve_uri(None)).resolve())
         )
-        return (
-            root if "://" in root or root.startswith("mlflow-artifacts:") else Path(root).as_uri()
-        )
+        if "://" in root or root.startswith(("mlflow-artifacts:", "file:")):
+            return root  # a URI already: kept as it is
+        return local_artifact_uri(root)
 
     def _recovery_dir(self) -> Path | None:
         path = getattr(self.log, "path", None)
@@ -219,12 +220,10 @@ class Core:
         # Ending the runs left open is housekeeping: a run deleted meanwhile (whose end is
         # refused) is no error of the caller's, so each end has a future nobody raises from.
         ends: list[asyncio.Future[Any]] = []
+        await self._artifacts.drain_all()  # uploads in flight are stored and recorded first
         for run in list(self._runs):
             if not run._ended:
                 run._ended = True
-                drain = getattr(self._artifacts, "drain", None)  # TODO(#7): RunArtifacts.drain
-                if drain is not None:
-                    await drain(run.artifact_uri)
                 fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 ends.append(fut)
                 end = UpdateRun(run_id=run.run_id, status=end_status, end_time=now_ms())

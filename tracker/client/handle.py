@@ -317,11 +317,8 @@ class Run:
         if self._ended:
             raise InvalidStateError(f"run {self.run_id} has already ended")
         self._ended = True
-        drain = getattr(
-            self._tracker._artifacts, "drain", None
-        )  # TODO(#7): wire RunArtifacts.drain
-        if drain is not None:
-            await drain(self.artifact_uri, cancel=cancel_uploads)
+        # Uploads in flight are stored and recorded (or cancelled) before the run ends.
+        await self._tracker._artifacts.drain(self.artifact_uri, cancel=cancel_uploads)
         await self._tracker._submit(
             UpdateRun(run_id=self.run_id, status=status, end_time=end_time or _now_ms())
         )
