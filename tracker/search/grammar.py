@@ -366,6 +366,11 @@ def _split_identifier(
     """(kind, key, the key's first part) of `type.key` or of a bare attribute name."""
     parts = token.parts
     if len(parts) == 1:
+        if not parts[0].quote and parts[0].text in types:
+            parser.fail(
+                f"the type '{parts[0].text}' at column {token.column} needs its key right after "
+                f"a dot, with no spaces (e.g. {parts[0].text}.acc)"
+            )
         return Kind.ATTRIBUTE, parts[0].text, parts[0]
     head, rest = parts[0], parts[1:]
     if head.quote == '"' or (head.quote == "`" and not backticked_types):
