@@ -540,6 +540,15 @@ def test_string_values_and_escapes(literal: str, value: str) -> None:
     assert c.value == value
 
 
+def test_long_inputs_parse_in_one_pass_and_errors_stay_short() -> None:
+    """20,000 clauses parse; an error in a huge filter clips the text and token it quotes."""
+    text = " AND ".join(f"metrics.m{i} > {i}.5" for i in range(20_000))
+    assert len(parse_run_filter(text)) == 20_000
+    message = refused(parse_run_filter, text + " AND metrics.x > " + "1" * 100_000 + "a")
+    assert len(message) < 400
+    assert f"at column {len(text) + 18}; expected a number for metric 'x'" in message
+
+
 def test_backslash_quote_is_not_an_escape() -> None:
     """`'it\\'s'` is refused, and the message says to double the quote instead."""
     message = refused(parse_run_filter, "params.p = 'it\\'s'")

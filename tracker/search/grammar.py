@@ -249,7 +249,12 @@ class _Token:
         if self.kind == "end":
             return "end of input"
         quote = '"' if "'" in self.source else "'"
-        return f"{quote}{self.source}{quote}"
+        return f"{quote}{_clip(self.source, 40)}{quote}"
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters for a message; the column still says where."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _unquote(quoted: str) -> str:
@@ -291,7 +296,7 @@ class _Parser:
                 f" (the string at column {self.backslash_quote} ends at a backslash and a quote: "
                 "a backslash does not escape a quote, write the quote twice: 'it''s')"
             )
-        raise InvalidInputError(f'{self.label} "{self.text}": {problem}')
+        raise InvalidInputError(f'{self.label} "{_clip(self.text, 200)}": {problem}')
 
     def unexpected(self, token: _Token, expected: str) -> NoReturn:
         self.fail(f"unexpected {token.shown()} at column {token.column}; expected {expected}")
@@ -557,7 +562,7 @@ def _value(parser: _Parser, field: _Field, op: Op) -> Value:
     if token.kind != "number":
         hint = " (numbers are not quoted)" if token.kind == "string" else ""
         parser.unexpected(token, f"a number for {field.describe()}{hint}")
-    integral = re.fullmatch(r"-?[0-9]+", token.source) is not None
+    integral = re.fullmatch(r"-?\d+", token.source) is not None
     if field.value_type == "float":
         return float(token.source)
     if not integral and field.value_type == "int":
