@@ -230,5 +230,9 @@ def demo(uri: str | None, experiment: str, epochs: int, steps: int) -> None:
     _run(go())
 
 
+from tracker.server.cli import server  # noqa: E402  (registered last: another module's command)
+
+main.add_command(server)
+
 if __name__ == "__main__":
     main()
