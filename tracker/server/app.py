@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
@@ -17,10 +17,16 @@ from tracker.client import Tracker
 from tracker.server import artifacts_proxy, mlflow_rest
 from tracker.server.artifacts_proxy import ArtifactProxy
 from tracker.server.config import ServerConfig
-from tracker.server.errors import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, answer_for
+from tracker.server.errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMETER_VALUE,
+    INVALID_PATH,
+    RestError,
+    answer_for,
+)
 from tracker.server.metrics import ServerMetrics
 from tracker.server.protocol import json_response
-from tracker.server.services import RPC, SERVICES, Services
+from tracker.server.services import SERVICES, Handler, Services, rpc_of
 
 log = logging.getLogger("tracker.server")
 
@@ -113,14 +119,15 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error in MLflow's format, never a traceback in a response: tracker's errors by the
     one mapping in errors.py, anything unexpected logged here with an id the answer repeats."""
     try:
+        if "#" in request.raw_path:
+            # HTTP request targets carry no fragment: what follows '#' was cut off by the
+            # parser, so the path or query we were given is not the one that was sent.
+            raise RestError(INVALID_PARAMETER_VALUE, INVALID_PATH)
         return await handler(request)
     except web.HTTPNotFound:
         return web.Response(status=404)  # MLflow answers unknown endpoints with a bare 404
@@ -136,7 +143,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException:
         raise
     except Exception as exc:
-        answer = answer_for(exc, request.get(RPC))
+        answer = answer_for(exc, rpc_of(request))
         if answer is None:
             incident = secrets.token_hex(6)
             log.exception("internal error %s in %s %s", incident, request.method, request.path)

@@ -27,7 +27,7 @@ from tracker.server.errors import (
     RestError,
 )
 from tracker.server.protocol import Field, json_response, parse, read_body
-from tracker.server.services import RPC, SERVICES
+from tracker.server.services import SERVICES, Handler
 
 PREFIXES: Final = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
 _HTTP_ANCHOR: Final = "/api/2.0/mlflow-artifacts/artifacts/"
@@ -153,7 +153,6 @@ def _path(request: web.Request) -> str:
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
-    request[RPC] = "uploadArtifact"
     proxy = _proxy(request)
     path = _path(request)
     timeout = request.app[SERVICES].config.request_timeout
@@ -162,7 +161,6 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    request[RPC] = "downloadArtifact"
     proxy = _proxy(request)
     path = _path(request)
     timeout = request.app[SERVICES].config.request_timeout
@@ -188,7 +186,6 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def list_artifacts(request: web.Request) -> web.StreamResponse:
-    request[RPC] = "listArtifacts"
     proxy = _proxy(request)
     path = safe_path(request.query.get("path"))
     entries = await proxy.store.list(path)
@@ -202,7 +199,6 @@ async def list_artifacts(request: web.Request) -> web.StreamResponse:
 
 
 async def delete(request: web.Request) -> web.StreamResponse:
-    request[RPC] = "deleteArtifact"
     proxy = _proxy(request)
     path = _path(request)
     # Deleting what is not there succeeds, as on MLflow's local and S3 repositories.
@@ -220,9 +216,8 @@ _MPU_SCHEMAS: Final = {
 }  # fmt: skip
 
 
-def _multipart(action: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _multipart(action: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        request[RPC] = f"{action}MultipartUpload"
         _proxy(request)
         _path(request)
         parse(await read_body(request), _MPU_SCHEMAS[action])

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from prometheus_client import (
 
 from tracker.client import Tracker
 from tracker.server.config import MULTIPROC_ENV
+from tracker.server.services import Handler
 
 log = logging.getLogger("tracker.server")
 
@@ -29,8 +29,6 @@ _LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                            5.0, 10.0, 30.0, 60.0)  # fmt: skip
 _HEAD_TIMEOUT: Final = 5.0
 _UNMATCHED: Final = "<unmatched>"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ServerMetrics:

@@ -31,7 +31,7 @@ from tracker.server.protocol import (
     query_to_json,
     read_body,
 )
-from tracker.server.services import RPC, SERVICES, Services
+from tracker.server.services import SERVICES, Handler, Services, name_rpc
 from tracker.validation import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS,
@@ -359,6 +359,12 @@ async def list_artifacts(s: Services, msg: Message) -> JSON:
     return {"root_uri": root, "files": files} if files else {"root_uri": root}
 
 
+async def search_logged_models(s: Services, msg: Message) -> JSON:
+    # MLflow's client asks for a run's logged models whenever it lists a path in the run's
+    # artifacts. TODO(#11): logged models are not stored yet, so there are none to find.
+    return {}
+
+
 # -- the table -----------------------------------------------------------------------------
 
 _TAG_VALUE_FIELDS: Final = (_RUN_ID, Field("key", required=True), Field("value"))
@@ -426,12 +432,14 @@ RPCS: Final[tuple[Rpc, ...]] = (
          Field("max_results", "int32")), get_metric_history),
     Rpc("listArtifacts", ("GET",), "/artifacts/list",
         (_RUN_ID, Field("path"), Field("page_token")), list_artifacts),
+    Rpc("searchLoggedModels", ("POST",), "/logged-models/search",
+        (Field("experiment_ids", repeated=True), Field("filter"), Field("max_results", "int32"),
+         Field("page_token")), search_logged_models),
 )  # fmt: skip
 
 
-def _handler(rpc: Rpc) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _handler(rpc: Rpc) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        request[RPC] = rpc.name
         services = request.app[SERVICES]
         if request.method == "GET" and request.query:
             body = query_to_json(request.query, rpc.schema)
@@ -445,7 +453,7 @@ def _handler(rpc: Rpc) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         async with asyncio.timeout(services.config.request_timeout):
             return json_response(await rpc.impl(services, msg))
 
-    return handle
+    return name_rpc(handle, rpc.name)
 
 
 def add_routes(app: web.Application, rpcs: Sequence[Rpc] = RPCS) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
 from tracker.server.config import ServerConfig
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 if TYPE_CHECKING:
     from tracker.client import Tracker
@@ -25,5 +28,16 @@ class Services:
 
 
 SERVICES: Final = web.AppKey("services", Services)
-RPC: Final = "tracker.rpc"
-"""The request key under which a handler names its RPC, for error mapping and metrics."""
+_RPC_NAME: Final = "tracker_rpc"
+
+
+def name_rpc(handler: Handler, name: str) -> Handler:
+    """Mark `handler` as serving MLflow's RPC `name` (errors map per RPC)."""
+    setattr(handler, _RPC_NAME, name)
+    return handler
+
+
+def rpc_of(request: web.Request) -> str | None:
+    """The MLflow RPC the request's route serves, if it is one."""
+    name = getattr(request.match_info.handler, _RPC_NAME, None)
+    return name if isinstance(name, str) else None
