@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
@@ -48,7 +49,47 @@ class ServerTracker(Tracker):
         return super()._artifact_root()
 
 
+class InFlight:
+    """The requests being answered, so that a shutdown can wait for them to finish.
+
+    aiohttp's own graceful shutdown stops reading from open connections at once, which cuts
+    off an upload whose body is still arriving (aio-libs/aiohttp#2298); `serve` stops
+    accepting, waits here, and only then lets aiohttp close what is left.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.count += 1
+        self._idle.clear()
+        try:
+            response = await handler(request)
+            if self.stopping:
+                response.force_close()  # no further requests on this connection
+            return response
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for every request in progress to be answered."""
+        self.stopping = True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("%d requests still running after %.0fs; cancelling them", self.count,
+                        timeout)  # fmt: skip
+
+
 METRICS: Final = web.AppKey("metrics", ServerMetrics)
+IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
 
 
 def package_version() -> str:
@@ -63,11 +104,13 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     drained) on cleanup; aiohttp stops accepting and lets in-flight requests finish first."""
     config = config or ServerConfig()
     metrics = ServerMetrics()
+    in_flight = InFlight()
     app = web.Application(
         client_max_size=config.max_request_bytes,
-        middlewares=[metrics.middleware, _errors_middleware],
+        middlewares=[in_flight.middleware, metrics.middleware, _errors_middleware],
     )
     app[METRICS] = metrics
+    app[IN_FLIGHT] = in_flight
     app.cleanup_ctx.append(_services(config))
     app.router.add_get("/health", _health)
     app.router.add_get("/version", _version)
@@ -75,6 +118,24 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     mlflow_rest.add_routes(app)
     artifacts_proxy.add_routes(app)
     return app
+
+
+async def serve(
+    app: web.Application, sock: socket.socket, shutdown_timeout: float, stop: asyncio.Event
+) -> None:
+    """Serve `app` on the listening `sock` until `stop` is set; then stop accepting, let the
+    requests in progress finish (up to `shutdown_timeout`), and clean up: the Tracker's
+    writer drains into the store before this returns."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()  # opens the Tracker: a store that cannot open raises here
+    try:
+        site = web.SockSite(runner, sock)
+        await site.start()
+        await stop.wait()
+        await site.stop()
+        await app[IN_FLIGHT].drain(shutdown_timeout)
+    finally:
+        await runner.cleanup()
 
 
 def _services(

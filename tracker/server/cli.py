@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -182,9 +183,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def serve(config: ServerConfig, sock: socket.socket, shutdown_timeout: float) -> int:
     """Run the app on `sock` in this process until SIGTERM or SIGINT; the exit code."""
     try:
-        from aiohttp import web
-
-        from tracker.server.app import create_app
+        from tracker.server.app import create_app, serve
     except ImportError as exc:
         click.echo(
             f"Error: the server needs its extra ({exc}); install it with: "
@@ -192,11 +191,16 @@ def serve(config: ServerConfig, sock: socket.socket, shutdown_timeout: float) ->
             err=True,
         )
         return 1
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(create_app(config), sock, shutdown_timeout, stop)
+
     try:
-        web.run_app(
-            create_app(config), sock=sock, shutdown_timeout=shutdown_timeout, print=None,
-            access_log=None, handle_signals=True,
-        )  # fmt: skip
+        asyncio.run(main())
     except TrackerError as exc:
         click.echo(f"Error: {exc}", err=True)
         return 1
