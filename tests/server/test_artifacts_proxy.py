@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.server.conftest import app_config
 from tracker.server import create_app
+from tracker.server.app import IN_FLIGHT
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MPU = "/api/2.0/mlflow-artifacts/mpu"
@@ -190,3 +192,30 @@ async def test_explicit_default_artifact_root(tmp_path: Path) -> None:
         run = await http.post("/api/2.0/mlflow/runs/create", json={"experiment_id": exp_id})
         uri = (await run.json())["run"]["info"]["artifact_uri"]
         assert uri.startswith(f"{root}/{exp_id}/") and uri.endswith("/artifacts")
+
+
+async def test_upload_cut_off_stores_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that disconnects mid-upload leaves nothing in the destination and no spooled
+    file behind, is not logged as a server error, and the server goes on serving."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    app = create_app(app_config(tmp_path, spool_dir=str(spool)))
+    async with TestClient(TestServer(app)) as http:
+        _, writer = await asyncio.open_connection(http.host, http.port)
+        writer.write(
+            f"PUT {ARTIFACTS}/1/cut.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+            .encode() + b"a" * 1000
+        )  # fmt: skip
+        await writer.drain()
+        in_flight = app[IN_FLIGHT]
+        async with asyncio.timeout(30):
+            await in_flight.busy.wait()
+            writer.close()
+            await writer.wait_closed()
+            await in_flight.idle.wait()
+        assert not (tmp_path / "artifacts" / "1" / "cut.bin").exists()
+        assert await asyncio.to_thread(lambda: list(spool.iterdir())) == []
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        await put(http, "1/after.bin", b"ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -313,6 +314,22 @@ async def test_metric_history_pages(http: Client) -> None:
     assert seen == [float(i) for i in range(30)] and pages == 5
     whole = await get(http, "metrics/get-history", {"run_id": run_id, "metric_key": "m"})
     assert len(whole["metrics"]) == 30 and "next_page_token" not in whole
+
+
+async def test_forged_page_tokens(http: Client) -> None:
+    """A page token that decodes but was never ours is a 400 naming the token, not a 500."""
+    forged = base64.urlsafe_b64encode(b'{"offset": 1}').decode()
+    empty = base64.urlsafe_b64encode(b"{}").decode()
+    for token in (forged, empty, "not base64 at all!"):
+        answer = await post(http, "runs/search", {"experiment_ids": ["0"], "page_token": token},
+                            400)  # fmt: skip
+        assert "page token" in answer["message"], answer
+        if token != forged:  # an offset is what experiment tokens hold
+            answer = await post(http, "experiments/search", {"page_token": token}, 400)
+            assert "page token" in answer["message"], answer
+        answer = await get(http, "metrics/get-history",
+                           {"run_id": "r", "metric_key": "m", "page_token": token}, 400)  # fmt: skip
+        assert "page token" in answer["message"], answer
 
 
 async def test_inputs_limits(http: Client) -> None:

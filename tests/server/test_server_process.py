@@ -171,3 +171,19 @@ def test_store_that_cannot_open(tmp_path: Path, workers: str) -> None:
     assert done.returncode == 1, done.stderr
     assert "Error:" in done.stderr and "MLflow tracking database" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_upload_cut_off_is_not_a_server_error(server: ServerProcess) -> None:
+    """A client that drops its connection mid-upload stores nothing and is logged as an
+    abandoned upload, not as an internal error with a traceback."""
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as upload:
+        upload.sendall(
+            b"PUT /api/2.0/mlflow-artifacts/artifacts/0/cut.bin HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"a" * 1000
+        )
+        wait_for(lambda: in_flight(server) >= 2, what="the upload to be in flight")
+    wait_for(lambda: "abandoned" in server.log, what="the server to notice")
+    assert not (server.artifacts / "0" / "cut.bin").exists()
+    assert server.stop() == 0
+    assert "internal error" not in server.log and "Traceback" not in server.log

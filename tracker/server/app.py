@@ -60,13 +60,17 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.stopping = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.idle = asyncio.Event()
+        """Set while no request is being answered."""
+        self.busy = asyncio.Event()
+        """Set while at least one is."""
+        self.idle.set()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.count += 1
-        self._idle.clear()
+        self.idle.clear()
+        self.busy.set()
         try:
             response = await handler(request)
             if self.stopping:
@@ -75,14 +79,15 @@ class InFlight:
         finally:
             self.count -= 1
             if self.count == 0:
-                self._idle.set()
+                self.busy.clear()
+                self.idle.set()
 
     async def drain(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for every request in progress to be answered."""
         self.stopping = True
         try:
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                await self.idle.wait()
         except TimeoutError:
             log.warning("%d requests still running after %.0fs; cancelling them", self.count,
                         timeout)  # fmt: skip
@@ -146,7 +151,11 @@ def _services(
             config.backend_store_uri, default_artifact_root=config.artifact_root
         )
         await tracker.open()
-        proxy = ArtifactProxy(config.artifacts_destination) if config.serve_artifacts else None
+        proxy = (
+            ArtifactProxy(config.artifacts_destination, config.spool_dir)
+            if config.serve_artifacts
+            else None
+        )
         app[SERVICES] = Services(tracker, proxy, config)
         sampler = asyncio.create_task(app[METRICS].sample_forever(tracker, config.metrics_interval))
         try:

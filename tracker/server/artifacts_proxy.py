@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import posixpath
 import re
@@ -28,6 +29,8 @@ from tracker.server.errors import (
 )
 from tracker.server.protocol import Field, json_response, parse, read_body
 from tracker.server.services import SERVICES, Handler
+
+log = logging.getLogger("tracker.server")
 
 PREFIXES: Final = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
 _HTTP_ANCHOR: Final = "/api/2.0/mlflow-artifacts/artifacts/"
@@ -105,24 +108,30 @@ class ArtifactProxy:
         self, path: str, read: Callable[[], Awaitable[bytes]], idle_timeout: float
     ) -> None:
         """Store what `read` yields (until b"") at `path`; each read may wait `idle_timeout`."""
-        fd, spool = await asyncio.to_thread(tempfile.mkstemp, ".upload", "tracker-", self.spool_dir)
+        # Created on the loop: made in a thread, a spool file would outlive an upload cancelled
+        # while the thread ran, with nobody left to delete it.
+        fd, spool = tempfile.mkstemp(".upload", "tracker-", self.spool_dir)
+        file = os.fdopen(fd, "wb")
         try:
-            with os.fdopen(fd, "wb") as f:
-                buffer = bytearray()
-                while True:
-                    async with asyncio.timeout(idle_timeout):
-                        chunk = await read()
-                    if chunk:
-                        buffer += chunk
-                    if len(buffer) >= _CHUNK or (not chunk and buffer):
-                        await asyncio.to_thread(f.write, bytes(buffer))
-                        buffer.clear()
-                    if not chunk:
-                        break
+            buffer = bytearray()
+            while True:
+                async with asyncio.timeout(idle_timeout):
+                    chunk = await read()
+                buffer += chunk
+                if buffer and (len(buffer) >= _CHUNK or not chunk):
+                    await asyncio.to_thread(file.write, bytes(buffer))
+                    buffer.clear()
+                if not chunk:
+                    break
+            file.close()
             await self.store.put_file(spool, path)
         finally:
+            # On the loop, not in a thread: an upload cancelled mid-way must not end before its
+            # spool file is gone. The buffered file's lock makes close() wait for a write still
+            # running in a thread whose awaiter was cancelled.
+            file.close()
             with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(os.unlink, spool)
+                os.unlink(spool)
 
     async def list_under(self, prefix: str, path: str | None) -> list[tuple[str, ArtifactEntry]]:
         """One level under `prefix/path`, each entry named relative to `prefix` (a run's
@@ -156,7 +165,13 @@ async def upload(request: web.Request) -> web.StreamResponse:
     proxy = _proxy(request)
     path = _path(request)
     timeout = request.app[SERVICES].config.request_timeout
-    await proxy.put_stream(path, request.content.readany, timeout)
+    try:
+        await proxy.put_stream(path, request.content.readany, timeout)
+    except ConnectionError:
+        # The client went away mid-upload: nothing was stored (puts are atomic), and there
+        # is nobody to answer.
+        log.info("upload of %r abandoned by the client; nothing stored", path)
+        raise web.HTTPBadRequest(text="the upload was cut off before its end") from None
     return json_response({})
 
 

@@ -26,7 +26,8 @@ class ServerConfig:
     or s3://bucket/prefix). max_request_bytes: the largest JSON body accepted (a 413 beyond).
     request_timeout: how long one request may wait on the store before a 504, and the
     longest pause allowed between two chunks of an upload. metrics_interval: how often the
-    writer's statistics are sampled into /metrics, in seconds.
+    writer's statistics are sampled into /metrics, in seconds. spool_dir: where uploads wait
+    before they are stored (default: the system's temporary directory).
     """
 
     backend_store_uri: str = DEFAULT_BACKEND_STORE_URI
@@ -36,6 +37,7 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     metrics_interval: float = 1.0
+    spool_dir: str | None = None
 
     @property
     def artifact_root(self) -> str | None:
