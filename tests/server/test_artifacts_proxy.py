@@ -219,3 +219,27 @@ async def test_upload_cut_off_stores_nothing(
         assert await asyncio.to_thread(lambda: list(spool.iterdir())) == []
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
         await put(http, "1/after.bin", b"ok")
+
+
+async def test_stalled_upload_meets_its_deadline(tmp_path: Path) -> None:
+    """An upload that stops sending is answered 504 DEADLINE_EXCEEDED after the request
+    timeout, and stores nothing."""
+    app = create_app(app_config(tmp_path, request_timeout=0.5))
+    async with TestClient(TestServer(app)) as http:
+        reader, writer = await asyncio.open_connection(http.host, http.port)
+        try:
+            writer.write(
+                f"PUT {ARTIFACTS}/1/stalled.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n"
+                "\r\n".encode() + b"a" * 100
+            )  # fmt: skip
+            await writer.drain()
+            async with asyncio.timeout(30):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert head.startswith(b"HTTP/1.1 504")
+        assert json.loads(body)["error_code"] == "DEADLINE_EXCEEDED"
+        assert not (tmp_path / "artifacts" / "1" / "stalled.bin").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -403,3 +404,24 @@ async def test_nan_is_written_as_protobuf_json(http: Client) -> None:
     metrics = (await get(http, "runs/get", {"run_id": run_id}))["run"]["data"]["metrics"]
     assert sorted((m["key"], m["value"]) for m in metrics) == [("a", "NaN"), ("b", "-Infinity")]
     assert not any(isinstance(m["value"], float) and math.isnan(m["value"]) for m in metrics)
+
+
+async def test_trickled_request_meets_its_deadline(tmp_path: Path) -> None:
+    """A JSON request whose body stops arriving is answered 504 DEADLINE_EXCEEDED after the
+    request timeout instead of holding a handler forever."""
+    app = create_app(app_config(tmp_path, request_timeout=0.5))
+    async with TestClient(TestServer(app)) as http:
+        reader, writer = await asyncio.open_connection(http.host, http.port)
+        try:
+            writer.write(
+                f"POST {API}/experiments/create HTTP/1.1\r\nHost: t\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                '{"name": '.encode()
+            )
+            await writer.drain()
+            async with asyncio.timeout(30):
+                head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert head.startswith(b"HTTP/1.1 504"), head

@@ -465,16 +465,17 @@ RPCS: Final[tuple[Rpc, ...]] = (
 def _handler(rpc: Rpc) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         services = request.app[SERVICES]
-        if request.method == "GET" and request.query:
-            body = query_to_json(request.query, rpc.schema)
-        elif request.method == "GET":
-            body = {}
-        else:
-            body = await read_body(request)
-        if rpc.name == "logBatch":
-            _check_batch_limits(*(_length(body, n) for n in ("metrics", "params", "tags")))
-        msg = parse(body, rpc.schema)
+        # One deadline for the whole request: a client trickling its body is cut off too.
         async with asyncio.timeout(services.config.request_timeout):
+            if request.method == "GET" and request.query:
+                body = query_to_json(request.query, rpc.schema)
+            elif request.method == "GET":
+                body = {}
+            else:
+                body = await read_body(request)
+            if rpc.name == "logBatch":
+                _check_batch_limits(*(_length(body, n) for n in ("metrics", "params", "tags")))
+            msg = parse(body, rpc.schema)
             return json_response(await rpc.impl(services, msg))
 
     return name_rpc(handle, rpc.name)

@@ -129,7 +129,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
         raise invalid_parameter(f"Bad Request. Content-Type must be one of {list(_JSON_TYPES)}.")
     raw = await request.read()  # bounded by the app's client_max_size: a 413 beyond it
-    if not raw.strip():
+    if not raw or raw.isspace():
         return {}
     body = decode_json(raw)
     if isinstance(body, str):
