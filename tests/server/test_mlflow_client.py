@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -334,3 +337,22 @@ def test_ajax_api_mirrors_the_api(mlflow_url: str) -> None:
     )  # fmt: skip
     assert got.status_code == 200
     assert got.json()["experiment"]["name"] == "Default"
+
+
+def test_mlflow_experiments_cli(mlflow_url: str) -> None:
+    """`mlflow experiments create/delete/search` work against the server (each call starts
+    MLflow's CLI, which takes seconds, so only three)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "mlflow", "experiments", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    name = unique("cli")
+    created = cli("create", "--experiment-name", name)
+    exp_id = created.split("with id")[1].split()[0]
+    cli("delete", "--experiment-id", exp_id)
+    listed = cli("search", "--view", "deleted_only")
+    assert [line.split()[:2] for line in listed.splitlines() if name in line] == [[exp_id, name]]
