@@ -105,8 +105,8 @@ def package_version() -> str:
 
 
 def create_app(config: ServerConfig | None = None) -> web.Application:
-    """The server's application. Its Tracker opens on startup and is closed (its writer
-    drained) on cleanup; aiohttp stops accepting and lets in-flight requests finish first."""
+    """The server's application (start it with `serve`, or aiohttp's test server). Its
+    Tracker opens on startup and closes on cleanup, draining its writer into the store."""
     config = config or ServerConfig()
     metrics = ServerMetrics()
     in_flight = InFlight()
@@ -147,15 +147,15 @@ def _services(
     config: ServerConfig,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        tracker = ServerTracker(
-            config.backend_store_uri, default_artifact_root=config.artifact_root
-        )
-        await tracker.open()
-        proxy = (
+        proxy = (  # made before the Tracker opens: a bad destination then leaves nothing open
             ArtifactProxy(config.artifacts_destination, config.spool_dir)
             if config.serve_artifacts
             else None
         )
+        tracker = ServerTracker(
+            config.backend_store_uri, default_artifact_root=config.artifact_root
+        )
+        await tracker.open()
         app[SERVICES] = Services(tracker, proxy, config)
         sampler = asyncio.create_task(app[METRICS].sample_forever(tracker, config.metrics_interval))
         try:
