@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from tracker.artifacts.base import ArtifactNotFoundError, ArtifactUnavailableError
+from tracker.artifacts.base import ArtifactUnavailableError
 from tracker.errors import (
     AlreadyExistsError,
     ArtifactError,
@@ -138,8 +138,3 @@ def _code_for(exc: BaseException, rpc: str | None) -> str | None:
 
 def _answer(code: str, message: str) -> Answer:
     return Answer(code, HTTP_STATUS.get(code, 500), message)
-
-
-def is_not_found(exc: BaseException) -> bool:
-    """An artifact that is not there (deleting it again is not an error, as in MLflow)."""
-    return isinstance(exc, ArtifactNotFoundError)
