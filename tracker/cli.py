@@ -840,9 +840,9 @@ def demo(uri: str | None, experiment: str, epochs: int, steps: int) -> None:
     _run(go())
 
 
-# Commands defined in other modules register here, e.g. main.add_command(server) from
-# tracker/server/cli.py.
+from tracker.server.cli import server  # noqa: E402  (registered last: another module's command)
 
+main.add_command(server)
 
 if __name__ == "__main__":
     main()
