@@ -10,7 +10,8 @@ import pytest
 # Each backend: a factory that makes a fresh, isolated, unopened store. Backends that need a
 # server are added by tests/backends.py when their server answers (and fail the run in CI).
 from tests.backends import BACKENDS
-from tracker.stores.base import SqlEventStore
+from tracker.stores.base import EventLog, SqlEventStore
+from tracker.stores.memory import InMemoryEventLog
 from tracker.stores.sqlite import SQLiteEventStore
 
 
@@ -29,6 +30,23 @@ async def store(store_factory: Callable[[], SqlEventStore]) -> AsyncIterator[Sql
     await s.open()
     yield s
     await s.aclose()
+
+
+@pytest.fixture(params=[*sorted(BACKENDS), "memory"])
+async def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventLog]:
+    """An open event log of every kind: each SQL backend, and the in-memory log of
+    tracker.testing (the log contract holds for all of them)."""
+    if request.param == "memory":
+        log: EventLog = InMemoryEventLog()
+        await log.open()
+        yield log
+        await log.aclose()
+        return
+    async with BACKENDS[request.param](tmp_path) as factory:
+        store = factory()
+        await store.open()
+        yield store
+        await store.aclose()
 
 
 @pytest.fixture

@@ -251,23 +251,22 @@ class CommandHandler:
             run_ids.update(dict.fromkeys(c.run_ids()))
             experiment_ids.update(dict.fromkeys(c.experiment_ids()))
             names.update(dict.fromkeys(c.names()))
+        # Each copy is taken right after its refresh: refreshing another stream may evict it
+        # from the bounded cache.
+        f = Facts(artifact_root=self.artifact_root)
         for rid in run_ids:
             await self._refresh(run_stream(rid))
-            run = self._facts.runs.get(rid)
-            if run is not None and run.exists:
+            run = self._facts.runs.get(rid, RunFacts())
+            f.runs[rid] = copy.deepcopy(run)
+            if rid in self._facts.created_at:
+                f.created_at[rid] = self._facts.created_at[rid]
+            if run.exists:
                 experiment_ids[run.experiment_id] = None
         for eid in experiment_ids:
             await self._refresh(experiment_stream(eid), ttl=EXPERIMENT_TTL)
-        for name in names:
-            await self._refresh(experiment_name_stream(name))
-        f = Facts(artifact_root=self.artifact_root)
-        for rid in run_ids:
-            f.runs[rid] = copy.deepcopy(self._facts.runs.get(rid, RunFacts()))
-            if rid in self._facts.created_at:
-                f.created_at[rid] = self._facts.created_at[rid]
-        for eid in experiment_ids:
             f.experiments[eid] = copy.deepcopy(self._facts.experiments.get(eid, ExperimentFacts()))
         for name in names:
+            await self._refresh(experiment_name_stream(name))
             held = copy.deepcopy(self._facts.names.get(name, NameFacts()))
             if held.holder is None and self.lookups is not None:
                 held.legacy = await self.lookups.experiment_by_name(name)

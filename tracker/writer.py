@@ -534,9 +534,12 @@ class Writer:
             if self._task.done() and not fut.done():  # cannot happen by design; never hang
                 raise WriterError(f"the writer stopped: {self._last_error}")
             failing = self._failing_since
-            if not fut.done() and failing and time.monotonic() - failing > self.write_timeout:
+            # Each wait gives the store write_timeout to come back, counted from when it
+            # started failing or from when this wait began, whichever is later.
+            since = None if failing is None else max(failing, started)
+            if not fut.done() and since and time.monotonic() - since > self.write_timeout:
                 raise WriterError(
-                    f"writes have failed for {time.monotonic() - failing:.0f}s: "
+                    f"writes have failed for {time.monotonic() - failing:.0f}s: "  # type: ignore[operator]
                     f"{self._last_error}; nothing is lost: {len(self.queue)} items are kept "
                     "queued and retried until the store is back"
                 )
@@ -551,6 +554,13 @@ class Writer:
             if more:
                 first.add_note(f"{more} more writes queued without waiting were refused too")
             raise first
+
+    def pending(self) -> bool:
+        """Whether anything queued is not yet durable and projected (a read that must see its
+        own writes waits for it)."""
+        runner = self.runner
+        behind = runner is not None and runner.position < self._position
+        return bool(len(self.queue) or self._inflight or behind)
 
     def statistics(self) -> WriterStatistics:
         now = time.monotonic()

@@ -20,7 +20,7 @@ from tracker.events import (
     TagsSet,
     run_stream,
 )
-from tracker.stores.base import SqlEventStore
+from tracker.stores.base import EventLog, SqlEventStore
 
 RUN = "a" * 32
 
@@ -41,41 +41,41 @@ def _metrics(n: int, run_id: str = RUN, key: str = "loss") -> MetricsLogged:
 
 
 async def test_append_assigns_increasing_positions_and_reads_back_equal_events(
-    store: SqlEventStore,
+    event_log: EventLog,
 ) -> None:
     """Positions strictly increase, and events read back equal what was appended."""
     events = [_new(_created(), 1), _new(ParamsLogged(RUN, {"a": "1"}), 2), _new(_metrics(10), 3)]
-    recorded = await store.append(events)
+    recorded = await event_log.append(events)
     assert [r.position for r in recorded] == sorted({r.position for r in recorded})
-    back = await store.read(after=0)
+    back = await event_log.read(after=0)
     assert [r.event for r in back] == [e.event for e in events]
     assert [r.position for r in back] == [r.position for r in recorded]
-    more = await store.append([_new(TagsSet(RUN, {"x": "y"}), 4)])
+    more = await event_log.append([_new(TagsSet(RUN, {"x": "y"}), 4)])
     assert more[0].position > recorded[-1].position
-    assert await store.head() == more[0].position
-    assert await store.stream_head(run_stream(RUN)) == 4
-    assert await store.stream_head(run_stream("b" * 32)) == 0
+    assert await event_log.head() == more[0].position
+    assert await event_log.stream_head(run_stream(RUN)) == 4
+    assert await event_log.stream_head(run_stream("b" * 32)) == 0
 
 
-async def test_duplicate_event_id_is_a_no_op(store: SqlEventStore) -> None:
+async def test_duplicate_event_id_is_a_no_op(event_log: EventLog) -> None:
     """Appending an event id already in the log stores nothing and raises nothing."""
     first = _new(_created(), 1)
-    await store.append([first])
-    again = await store.append([first])
+    await event_log.append([first])
+    again = await event_log.append([first])
     assert again == []
-    assert len(await store.read()) == 1
+    assert len(await event_log.read()) == 1
 
 
 async def test_sequence_conflict_raises_and_stores_nothing_of_the_batch(
-    store: SqlEventStore,
+    event_log: EventLog,
 ) -> None:
     """A taken (stream, sequence) raises ConcurrencyError; the whole batch is rolled back."""
-    await store.append([_new(_created(), 1)])
+    await event_log.append([_new(_created(), 1)])
     other = _new(ExperimentCreated("7", "e", "file:///x", 1), 1)
     clash = _new(ParamsLogged(RUN, {"a": "1"}), 1)
     with pytest.raises(ConcurrencyError):
-        await store.append([other, clash])
-    assert [r.event for r in await store.read()] == [_created()]
+        await event_log.append([other, clash])
+    assert [r.event for r in await event_log.read()] == [_created()]
 
 
 async def test_the_log_refuses_update_and_delete(store: SqlEventStore) -> None:
@@ -88,9 +88,9 @@ async def test_the_log_refuses_update_and_delete(store: SqlEventStore) -> None:
     assert len(await store.read()) == 1
 
 
-async def test_read_stream_bounds_by_position_and_time(store: SqlEventStore) -> None:
+async def test_read_stream_bounds_by_position_and_time(event_log: EventLog) -> None:
     """read_stream honours until_position and until_time, both inclusive."""
-    r = await store.append(
+    r = await event_log.append(
         [
             _new(_created(), 1, at=100),
             _new(_metrics(3), 2, at=200),
@@ -98,22 +98,22 @@ async def test_read_stream_bounds_by_position_and_time(store: SqlEventStore) -> 
         ]
     )
     s = run_stream(RUN)
-    assert len(await store.read_stream(s)) == 3
-    assert [x.position for x in await store.read_stream(s, until_position=r[1].position)] == [
+    assert len(await event_log.read_stream(s)) == 3
+    assert [x.position for x in await event_log.read_stream(s, until_position=r[1].position)] == [
         r[0].position,
         r[1].position,
     ]
-    assert len(await store.read_stream(s, until_time=200)) == 2
-    assert len(await store.read_stream(s, until_time=99)) == 0
+    assert len(await event_log.read_stream(s, until_time=200)) == 2
+    assert len(await event_log.read_stream(s, until_time=99)) == 0
 
 
-async def test_metric_values_round_trip_bit_for_bit(store: SqlEventStore) -> None:
+async def test_metric_values_round_trip_bit_for_bit(event_log: EventLog) -> None:
     """NaN, ±Inf, -0.0 and extreme steps survive the log exactly."""
     values = array("d", [math.nan, math.inf, -math.inf, -0.0, 1e-300])
     steps = array("q", [-(1 << 63), (1 << 63) - 1, 0, 1, 2])
     s = MetricSeries("m", steps, array("q", [0, 1, 2, 3, (1 << 62)]), values)
-    await store.append([_new(MetricsLogged(RUN, (s,)), 1)])
-    (back,) = await store.read()
+    await event_log.append([_new(MetricsLogged(RUN, (s,)), 1)])
+    (back,) = await event_log.read()
     assert back.event == MetricsLogged(RUN, (s,))
 
 
@@ -150,3 +150,47 @@ async def test_schema_upgrade_is_idempotent(store_factory) -> None:
     assert len(await s2.read()) == 1
     await s1.aclose()
     await s2.aclose()
+
+
+async def test_known_ids_and_payload_slices(event_log: EventLog) -> None:
+    """known_ids says which ids are stored; read_slices gives bytes of stored payloads."""
+    first, second = _new(_created(), 1), _new(_metrics(3), 2)
+    recorded = await event_log.append([first, second])
+    assert await event_log.known_ids([first.event_id, b"\x00" * 16]) == {first.event_id}
+    payload = recorded[1].payload
+    assert payload is not None
+    got = await event_log.read_slices([(recorded[1].position, 2, 5), (recorded[0].position, 0, 1)])
+    assert got[0] == payload[2:7] and len(got[1]) == 1
+
+
+async def test_follow_sees_events_that_commit_later(event_log: EventLog) -> None:
+    """follow() yields what is in the log, then each new event as it is appended, in order."""
+    await event_log.append([_new(_created(), 1)])
+    seen: list[int] = []
+    feed = event_log.follow(after=0, poll_interval=0.01)
+
+    async def take(n: int) -> None:
+        async for rec in feed:
+            seen.append(rec.position)
+            if len(seen) == n:
+                return
+
+    await asyncio.wait_for(take(1), 10)
+    await event_log.append([_new(TagsSet(RUN, {"a": "1"}), 2)])
+    await event_log.append([_new(TagsSet(RUN, {"a": "2"}), 3)])
+    await asyncio.wait_for(take(3), 10)
+    await feed.aclose()
+    assert seen == sorted(seen) and len(set(seen)) == 3
+
+
+async def test_read_stream_can_leave_out_event_types(event_log: EventLog) -> None:
+    """exclude_types leaves those types out of a stream read (what decisions skip)."""
+    await event_log.append([_new(_created(), 1), _new(_metrics(2), 2), _new(TagsSet(RUN, {}), 3)])
+    kinds = [
+        type(r.event).__name__
+        for r in await event_log.read_stream(
+            run_stream(RUN), exclude_types=frozenset({"MetricsLogged"})
+        )
+    ]
+    assert kinds == ["RunCreated", "TagsSet"]
+    assert await event_log.stream_head(run_stream(RUN)) == 3

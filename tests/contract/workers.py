@@ -114,3 +114,23 @@ async def _open(factory: Factory, start: Any) -> int:
         return await store.schema_version()
     finally:
         await store.aclose()
+
+
+def race_worker(factory: Factory, kind: str, arg: str, value: str, start: Any, out: Any) -> None:
+    """One contender of a race between processes: wait at the barrier, then make one write
+    through the command layer and report what happened."""
+    from tracker import AlreadyExistsError, ParamConflictError, Tracker
+
+    async def go() -> None:
+        async with Tracker(store=factory(), max_batch_age=0.001) as tk:
+            start.wait()  # every contender is open and ready: now, together
+            try:
+                if kind == "param":
+                    await tk.log_param(arg, "lr", value)
+                    out.put(("ok", value))
+                else:
+                    out.put(("ok", await tk.create_experiment(arg)))
+            except (ParamConflictError, AlreadyExistsError) as exc:
+                out.put(("refused", type(exc).__name__))
+
+    asyncio.run(go())

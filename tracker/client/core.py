@@ -287,7 +287,7 @@ class Core:
 
     async def _sync(self) -> None:
         """Before a read: our own writes flushed, and others' appends projected."""
-        if len(self._queue) or self._writer.statistics().position > self.runner.position:
+        if self._writer.pending():
             await self.flush()
         if await self.log.head() > self.runner.position:
             await self.runner.catch_up()

@@ -65,6 +65,7 @@ class ProjectionRunner:
         self.positions: dict[str, int] = dict.fromkeys(names, 0)
         self.errors_count = 0
         self.last_error: str | None = None
+        self._recorded = 0
         self._lock = asyncio.Lock()
 
     @property
@@ -193,6 +194,7 @@ class ProjectionRunner:
                 await self._adopt(s)
                 ctx = Context(s, self.database)
                 moved: dict[str, int] = {}
+                self._recorded = 0
                 for p in chosen:
                     todo = [e for e in events if e.position > self.positions[p.name]]
                     if not todo:
@@ -212,6 +214,7 @@ class ProjectionRunner:
                 p.reset()
             raise
         self.positions.update(moved)
+        self.errors_count += self._recorded
 
     async def _isolate(self, p: Projection, events: Sequence[RecordedEvent]) -> None:
         """Apply `events` to `p` in halves until the ones it cannot apply are found; each is
@@ -235,6 +238,7 @@ class ProjectionRunner:
     async def _skip(self, p: Projection, rec: RecordedEvent, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"
         log.error("projection %s skips the event at %d: %s", p.name, rec.position, reason)
+        self._recorded = 0
         async with self._transaction() as s:
             await self._adopt(s)
             if self.positions[p.name] + 1 != rec.position:
@@ -242,6 +246,7 @@ class ProjectionRunner:
             await self._record(s, p, rec, reason)
             await self._save(s, p, rec.position)
         self.positions[p.name] = rec.position
+        self.errors_count += self._recorded
         p.reset()
 
     async def _record(self, s: Session, p: Projection, rec: RecordedEvent, reason: str) -> None:
@@ -255,7 +260,7 @@ class ProjectionRunner:
             {"projection": p.name, "position": rec.position, "event_type": event_type,
              "error": reason[:4000], "recorded_at": now_ms()},
         )  # fmt: skip
-        self.errors_count += 1
+        self._recorded += 1  # counted once the transaction commits
         self.last_error = f"{p.name} at {rec.position}: {reason}"
 
 
