@@ -76,11 +76,14 @@ def start_server(
     def drain() -> None:
         # Keeps reading for the server's whole life, so a full pipe never blocks its logging.
         assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if match := _LISTENING.search(line):
-                found.put(match.group(1))
-        found.put(None)
+        try:
+            for line in proc.stderr:
+                lines.append(line)
+                if match := _LISTENING.search(line):
+                    found.put(match.group(1))
+        finally:
+            proc.stderr.close()  # at EOF: the server has exited
+            found.put(None)
 
     threading.Thread(target=drain, daemon=True).start()
     try:

@@ -258,6 +258,10 @@ def test_every_command_takes_backend_store_uri() -> None:
     commands = list(_commands(main))
     assert len(commands) >= 14
     for path in commands:
+        if path == ("server",):
+            # MLflow's server reads MLFLOW_BACKEND_STORE_URI: MLFLOW_TRACKING_URI names the
+            # server itself for its clients, so it must not be the server's own backend.
+            continue
         command = main
         for name in path:
             assert isinstance(command, click.Group)

@@ -79,6 +79,7 @@ async def test_sigkill_loses_nothing_that_flush_acknowledged(tmp_path: Path) -> 
             acked = int(line.split()[1])
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
+    child.stdout.close()
     assert acked >= 20_000
 
     store = SQLiteEventStore(tmp_path / "tracker.db")
@@ -106,6 +107,7 @@ async def test_sigterm_drains_a_sync_training_loop(tmp_path: Path) -> None:
     run_id = child.stdout.readline().split()[1]
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == 128 + signal.SIGTERM
+    child.stdout.close()
     steps = await _steps(tmp_path, run_id)
     assert steps == list(range(20_000))
     async with Tracker(str(tmp_path)) as tk:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+import stamina
 
 from tracker.errors import (
     InvalidInputError,
@@ -49,6 +49,7 @@ UNAVAILABLE_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 _DEFAULT_PORT: Final = 5432
 _IN_DOUBT_TIMEOUT: Final = 30.0
+_ROLLBACK_TIMEOUT: Final = 5.0
 # One append is three round trips: BEGIN with the log lock; the head read inside the INSERT
 # (a new statement, so under READ COMMITTED it sees every append committed before the lock was
 # granted); COMMIT. Arrays through unnest make one INSERT of any batch size.
@@ -103,6 +104,19 @@ async def _keep_session(conn: Any) -> None:
     """Pool reset: nothing. Our sessions change no settings and take only transaction-level
     locks, so asyncpg's default reset query would cost a round trip per release for nothing
     (the pool still rolls back a transaction left open)."""
+
+
+async def _rollback(conn: Any) -> None:
+    """Roll back, or, when that fails (the connection is dead or was left mid-operation by a
+    cancellation), terminate the connection so that the pool never hands it out again."""
+    try:
+        await asyncio.wait_for(conn.execute("ROLLBACK"), _ROLLBACK_TIMEOUT)
+    except BaseException:
+        conn.terminate()
+
+
+class _InProgress(Exception):
+    """The server has not finished the transaction yet."""
 
 
 def _rowcount(status: str) -> int:
@@ -224,7 +238,10 @@ class PostgresEventStore(SqlEventStore):
     def _unavailable(self, exc: BaseException, conn: Any = None) -> bool:
         if is_unavailable_sqlstate(sqlstate(exc)):
             return True
-        if isinstance(exc, OSError | TimeoutError | self._asyncpg.ConnectionDoesNotExistError):
+        # A connection that is gone, or left mid-operation by a failure: another one may work.
+        broken = (OSError, TimeoutError, self._asyncpg.ConnectionDoesNotExistError,
+                  self._asyncpg.InternalClientError, self._asyncpg.InterfaceError)  # fmt: skip
+        if isinstance(exc, broken):
             return True
         try:
             return conn is not None and bool(conn.is_closed())
@@ -286,8 +303,7 @@ class PostgresEventStore(SqlEventStore):
             try:
                 yield _Session(conn)
             except BaseException as exc:
-                with suppress(Exception):
-                    await asyncio.shield(conn.execute("ROLLBACK"))
+                await _rollback(conn)
                 translated = self._translate(exc, conn)
                 if translated is exc:
                     raise
@@ -357,8 +373,7 @@ class PostgresEventStore(SqlEventStore):
                         _, out = numbered(fresh, encoded, int(head))
                     await conn.execute("COMMIT")
                 except BaseException:
-                    with suppress(Exception):
-                        await asyncio.shield(conn.execute("ROLLBACK"))
+                    await _rollback(conn)
                     raise
         except Exception as exc:
             translated = self._translate(exc)
@@ -375,20 +390,21 @@ class PostgresEventStore(SqlEventStore):
     async def _committed(self, xid: int) -> bool:
         """Whether a transaction whose outcome we did not hear committed; waits while the server
         still finishes it. Raises StoreUnavailableError if it cannot find out in time."""
-        deadline = time.monotonic() + _IN_DOUBT_TIMEOUT
-        delay = 0.02
-        while True:
-            try:
-                async with self.snapshot() as s:
-                    status = (await s.fetchall(sa.text("SELECT txid_status(:x)"), {"x": xid}))[0][0]
-                if status in ("committed", "aborted"):
+        try:
+            async for attempt in stamina.retry_context(
+                on=(StoreUnavailableError, _InProgress), attempts=None,
+                timeout=_IN_DOUBT_TIMEOUT, wait_initial=0.02, wait_max=1.0, wait_jitter=0.05,
+            ):  # fmt: skip
+                with attempt:
+                    async with self.snapshot() as s:
+                        rows = await s.fetchall(sa.text("SELECT txid_status(:x)"), {"x": xid})
+                    status = rows[0][0]
+                    if status not in ("committed", "aborted"):
+                        raise _InProgress(status)
                     return bool(status == "committed")
-            except StoreUnavailableError:
-                pass
-            if time.monotonic() > deadline:
-                raise StoreUnavailableError(
-                    f"lost the connection while committing transaction {xid} and could not "
-                    "find out whether it committed"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        except (StoreUnavailableError, _InProgress) as exc:
+            raise StoreUnavailableError(
+                f"lost the connection while committing transaction {xid} and could not "
+                f"find out in {_IN_DOUBT_TIMEOUT:.0f}s whether it committed ({exc})"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover

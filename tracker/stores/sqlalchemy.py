@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
+import stamina
 
 from tracker.errors import (
     InvalidInputError,
@@ -399,18 +399,15 @@ class SqlAlchemyEventStore(SqlEventStore):
     async def _committed(self, first: RecordedEvent) -> bool:
         """Whether an append whose COMMIT went unanswered is in the log; raises
         StoreUnavailableError if the database cannot be asked in time."""
-        deadline = time.monotonic() + _IN_DOUBT_TIMEOUT
-        delay = 0.02
-        while True:
-            try:
+        async for attempt in stamina.retry_context(
+            on=StoreUnavailableError, attempts=None, timeout=_IN_DOUBT_TIMEOUT,
+            wait_initial=0.02, wait_max=1.0, wait_jitter=0.05,
+        ):  # fmt: skip
+            with attempt:
                 async with self.transaction() as s:
                     await self._lock_log(s)
                     return await self._committed_at(s, first)
-            except StoreUnavailableError:
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- locks and schema --------------------------------------------------------------------
 
