@@ -37,11 +37,21 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunData:
     metrics: dict[str, float] = field(default_factory=dict)
     """The latest value of each metric: largest (step, timestamp, value)."""
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    latest: dict[str, Metric] = field(default_factory=dict, compare=False)
+    """The latest point of each metric, with its timestamp and step (MLflow's REST shape)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +72,6 @@ class RunView:
     info: RunInfo
     data: RunData
     inputs: tuple[DatasetInputInfo, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    key: str
-    value: float
-    timestamp: int
-    step: int
 
 
 @dataclass(frozen=True, slots=True)

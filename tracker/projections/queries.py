@@ -335,14 +335,17 @@ class Queries:
         params: dict[str, dict[str, str]] = {i: {} for i in ids}
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+        latest: dict[str, dict[str, Metric]] = {i: {} for i in ids}
         inputs: dict[str, list[DatasetInputInfo]] = {i: [] for i in ids}
         for rid, k, v in await self._by_run(s, run_params, ("param_key", "param_value"), ids):
             params[rid][k] = v
         for rid, k, v in await self._by_run(s, run_tags, ("tag_key", "tag_value"), ids):
             tags[rid][k] = v
-        columns = ("metric_key", "metric_value", "is_nan")
-        for rid, k, v, nan in await self._by_run(s, latest_metrics, columns, ids):
-            metrics[rid][k] = math.nan if nan else self.db.decode_float(float(v))
+        metric_columns = ("metric_key", "metric_value", "is_nan", "ts", "step")
+        for rid, k, v, nan, ts, step in await self._by_run(s, latest_metrics, metric_columns, ids):
+            value = math.nan if nan else self.db.decode_float(float(v))
+            metrics[rid][k] = value
+            latest[rid][k] = Metric(k, value, int(ts), int(step))
         columns = ("dataset_name", "dataset_digest", "data")
         found = await self._by_run(s, run_inputs, columns, ids)
         for rid, name, digest, data in sorted(found, key=lambda r: (r[1], r[2])):
@@ -359,7 +362,11 @@ class Queries:
             end = None if r[6] is None else int(r[6])
             info = RunInfo(rid, r[1], r[2], r[3], r[4], int(r[5]), end, r[7], r[8])
             out.append(
-                RunView(info, RunData(metrics[rid], params[rid], tags[rid]), tuple(inputs[rid]))
+                RunView(
+                    info,
+                    RunData(metrics[rid], params[rid], tags[rid], latest[rid]),
+                    tuple(inputs[rid]),
+                )
             )
         return out
 

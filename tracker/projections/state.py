@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tracker.entities import DatasetInputInfo, RunData, RunInfo, RunView
+from tracker.entities import DatasetInputInfo, Metric, RunData, RunInfo, RunView
 from tracker.events import (
     ACTIVE,
     DELETED,
@@ -108,5 +108,8 @@ class RunState:
             self.start_time, self.end_time, self.lifecycle_stage, self.artifact_uri,
         )  # fmt: skip
         metrics = {k: v[1] for k, v in self.latest.items()}
-        data = RunData(metrics=metrics, params=dict(self.params), tags=dict(self.tags))
+        latest = {k: Metric(k, v[1], v[2], v[3]) for k, v in self.latest.items()}
+        data = RunData(
+            metrics=metrics, params=dict(self.params), tags=dict(self.tags), latest=latest
+        )
         return RunView(info, data, tuple(self.inputs[k] for k in sorted(self.inputs)))
