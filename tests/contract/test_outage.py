@@ -40,7 +40,9 @@ def _named(store_factory: Callable[[], SqlEventStore], name: str) -> SqlEventSto
     pytest.skip("kills connections with PostgreSQL's pg_terminate_backend")
 
 
-async def _killer(name: str, stop: asyncio.Event, every: float) -> int:
+async def _killer(
+    name: str, stop: asyncio.Event, every: float, first: asyncio.Event | None = None
+) -> int:
     import asyncpg
 
     admin: Any = await asyncpg.connect(POSTGRES_DSN)
@@ -48,6 +50,8 @@ async def _killer(name: str, stop: asyncio.Event, every: float) -> int:
     try:
         while not stop.is_set():
             killed += int(await admin.fetchval(_KILL, name))
+            if killed and first is not None:
+                first.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
     finally:
@@ -65,8 +69,8 @@ async def test_killed_connections_lose_and_duplicate_nothing(
     store = _named(store_factory, name)
     async with Tracker(store=store, max_batch_age=0.005) as tk:
         run = await tk.start_run("outage")
-        stop = asyncio.Event()
-        killer = asyncio.create_task(_killer(name, stop, every=0.05))
+        stop, first_kill = asyncio.Event(), asyncio.Event()
+        killer = asyncio.create_task(_killer(name, stop, every=0.05, first=first_kill))
         for step in range(STEPS):
             for key in KEYS:
                 run.log_metric(key, step / 7, step=step, timestamp=step)
@@ -74,7 +78,7 @@ async def test_killed_connections_lose_and_duplicate_nothing(
                 await asyncio.sleep(0.01)  # spread the points over many batches and kills
             if step % 1000 == 0:
                 run.set_tag(f"t{step}", str(step))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(first_kill.wait(), 60)  # at least one kill hit the tracker
         stop.set()
         killed = await killer
         await tk.flush(timeout=60)
