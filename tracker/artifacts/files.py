@@ -12,6 +12,7 @@ import re
 import secrets
 import stat
 import sys
+import threading
 import time
 from typing import BinaryIO, Final
 
@@ -23,8 +24,6 @@ if sys.platform != "win32":
 # Below this, hashing on the loop is cheaper than a hop to a thread.
 _INLINE_HASH_LIMIT: Final = 1 << 16
 _TEMP_NAME_RE: Final = re.compile(r"\.tracker-[0-9a-f]{16}\.tmp")
-# Closes running in the background (FileSource.close_nowait), kept from the garbage collector.
-_closing: set[asyncio.Future[None]] = set()
 # A temporary file's writer holds an exclusive lock on it until the rename, and the kernel
 # drops that lock when the writer dies, even by SIGKILL: an unlocked temporary file is
 # abandoned. The lock is taken just after the file is created, so a file younger than this
@@ -88,6 +87,11 @@ class BytesSource(UploadSource):
         return chunk
 
 
+def _close_opened(opening: asyncio.Future[FileSource]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close_nowait()
+
+
 class FileSource(UploadSource):
     """A local file read in a worker thread, hashed in that thread too."""
 
@@ -99,7 +103,14 @@ class FileSource(UploadSource):
     @classmethod
     async def open(cls, local_path: str | os.PathLike[str]) -> FileSource:
         """Open `local_path` for reading, or raise `InvalidInputError` saying why not."""
-        return await asyncio.to_thread(cls._open_sync, local_path)
+        opening = asyncio.get_running_loop().run_in_executor(None, cls._open_sync, local_path)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Opening a pipe blocks until its writer comes: if that happens after the caller
+            # gave up, the file it opens is closed, not left to the garbage collector.
+            opening.add_done_callback(_close_opened)
+            raise
 
     @classmethod
     def _open_sync(cls, local_path: str | os.PathLike[str]) -> FileSource:
@@ -144,10 +155,12 @@ class FileSource(UploadSource):
         await asyncio.shield(asyncio.to_thread(self._file.close))
 
     def close_nowait(self) -> None:
-        """Close the file in the background, once any read still running is over."""
-        closing = asyncio.ensure_future(asyncio.to_thread(self._file.close))
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
+        """Close the file in the background, once any read still running is over.
+
+        On a thread of its own rather than the loop's executor: the read it waits for may
+        outlive the event loop (a pipe whose writer is slow to close), and the file must be
+        closed all the same instead of being left to the garbage collector."""
+        threading.Thread(target=self._file.close, name="tracker-close", daemon=True).start()
 
 
 class AtomicFile:

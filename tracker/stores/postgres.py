@@ -112,7 +112,10 @@ async def _rollback(conn: Any) -> None:
     try:
         await asyncio.wait_for(conn.execute("ROLLBACK"), _ROLLBACK_TIMEOUT)
     except BaseException:
-        conn.terminate()
+        # A connection the server closed has already gone back to the pool, whose proxy then
+        # refuses every call, terminate() included: there is nothing left to end.
+        with suppress(Exception):
+            conn.terminate()
 
 
 class _InProgress(Exception):

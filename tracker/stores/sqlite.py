@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
+import stamina
 
 from tracker.errors import NotFoundError, StoreError, StoreUnavailableError
 from tracker.events import NewEvent, RecordedEvent
@@ -31,6 +32,7 @@ _HEAD: Final = sa.select(sa.func.max(E.c.position))
 # SQLite result codes worth a retry: busy or locked (another process writes), full (space may
 # come back), I/O errors (a network file system's hiccup).
 _TRANSIENT: Final = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR"})
+BUSY_PRAGMA_TIMEOUT: Final = 30.0  # as long as busy_timeout waits for a lock elsewhere
 
 
 class _Connection:
@@ -64,7 +66,7 @@ class _Connection:
             conn = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False)
             try:
                 for pragma in pragmas:
-                    conn.execute(f"PRAGMA {pragma}").fetchall()
+                    _pragma(conn, pragma)
             except BaseException:
                 conn.close()
                 raise
@@ -84,6 +86,24 @@ class _Connection:
             await loop.run_in_executor(self._executor, close)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or "locked" in str(exc)
+    )
+
+
+def _pragma(conn: sqlite3.Connection, pragma: str) -> None:
+    """Run one PRAGMA. Switching a fresh file to WAL needs its exclusive lock, and SQLite
+    answers SQLITE_BUSY at once there instead of calling the busy handler, so processes that
+    open a fresh store together retry it (jittered, for at most BUSY_PRAGMA_TIMEOUT seconds)."""
+    for attempt in stamina.retry_context(
+        on=_busy, attempts=None, timeout=BUSY_PRAGMA_TIMEOUT,
+        wait_initial=0.005, wait_max=0.5, wait_jitter=0.05,
+    ):  # fmt: skip
+        with attempt:
+            conn.execute(f"PRAGMA {pragma}").fetchall()
 
 
 def translate(path: Path, exc: sqlite3.Error) -> StoreError:
