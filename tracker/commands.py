@@ -614,8 +614,16 @@ _RULES: Final[dict[type[Command], Any]] = {
 # -- folding decided events back into the facts ---------------------------------------------------
 
 
+EVOLVE_IGNORES: Final[frozenset[type[DomainEvent]]] = frozenset(
+    {MetricsLogged, DatasetInputsLogged, ArtifactLogged}
+)
+"""Event types `evolve` leaves out: they change nothing a decision reads."""
+
+
 def evolve(f: Facts, e: DomainEvent, position: int) -> None:
-    """Fold one event (stored at `position`, or about to be) into the facts."""
+    """Fold one event (stored at `position`, or about to be) into the facts. Every event type
+    is handled here or listed in EVOLVE_IGNORES; any other (UnreadableEvent included: the
+    handler skips those before folding) raises UnhandledEventError instead of being dropped."""
     if isinstance(e, RunCreated):
         run = f.runs.setdefault(e.run_id, RunFacts())
         run.exists, run.experiment_id, run.status = True, e.experiment_id, "RUNNING"
@@ -665,7 +673,14 @@ def evolve(f: Facts, e: DomainEvent, position: int) -> None:
         name = f.names.setdefault(e.name, NameFacts())
         name.holder = None
         name.legacy = None
-    # MetricsLogged, DatasetInputsLogged, ArtifactLogged change nothing a decision reads.
+    elif type(e) not in EVOLVE_IGNORES:
+        # Imported here: this module stays pure, free of the projections' SQL imports.
+        from tracker.projections.base import UnhandledEventError
+
+        raise UnhandledEventError(
+            f"evolve has no rule for {type(e).__name__}: fold it in tracker.commands.evolve "
+            "or list it in EVOLVE_IGNORES"
+        )
 
 
 def event_ids(command_id: bytes, n: int) -> list[bytes]:

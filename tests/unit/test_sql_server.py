@@ -5,27 +5,52 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tracker.projections import default_projections, queries, runs
+from tracker.projections import default_projections, experiments, metrics, queries, runs
 from tracker.stores import base, schema
-from tracker.stores.sql import compiled, insert_ignore, upsert
+from tracker.stores.sql import compiled, insert, insert_ignore, upsert
 from tracker.stores.sqlalchemy import SqlAlchemyEventStore, async_url
+
+# The IN-list reads by run id, with the columns queries.py reads from each table.
+_BY_RUN = (
+    (schema.run_params, ("param_key", "param_value")),
+    (schema.run_tags, ("tag_key", "tag_value")),
+    (schema.latest_metrics, ("metric_key", "metric_value", "is_nan", "ts", "step")),
+    (schema.run_inputs, ("dataset_name", "dataset_digest", "data")),
+)
+
+
+def _module_statements(*modules: object) -> list[sa.Executable]:
+    return [v for m in modules for v in vars(m).values() if isinstance(v, sa.Executable)]
 
 
 def _statements() -> list[sa.Executable]:
-    out: list[sa.Executable] = []
-    for module in (base, queries, runs):
-        for value in vars(module).values():
-            if isinstance(value, sa.Executable):
-                out.append(value)
+    out = _module_statements(base, queries, runs, experiments, metrics)
     out += [queries._search_runs(3, ("active",), True, True), queries._chunk_blobs(4)]
     out += [
         queries._search_experiments(("active", "deleted")),
         base._read_stream(True, True, ("M",)),
+        queries._experiment_tags(1),
+        queries._experiment_tags(5),
+        insert(schema.metric_chunks),
     ]
+    out += [queries._by_run(table, columns, n) for table, columns in _BY_RUN for n in (1, 3)]
     for p in default_projections():
         for t in p.tables:
             out += [upsert("mssql", t), insert_ignore("mssql", t)]
     return out
+
+
+def test_the_projections_own_statements_are_among_those_checked() -> None:
+    """The experiments and metrics projections' statements (renames, stage changes, tag
+    deletes, the latest-metric load) and the IN-list reads are in what gets compiled."""
+    checked = {id(s) for s in _statements()}
+    own = _module_statements(experiments, metrics)
+    assert len(own) >= 5
+    assert all(id(s) in checked for s in own)
+    tags = compiled(queries._experiment_tags(3), "mssql").sql
+    assert "experiment_tags.experiment_id IN (:v0, :v1, :v2, :v3)" in tags  # padded to 2**k
+    params = compiled(queries._by_run(schema.run_params, ("param_key",), 2), "mssql").sql
+    assert "run_params.run_id IN (:v0, :v1)" in params
 
 
 def test_every_statement_compiles_for_sql_server() -> None:

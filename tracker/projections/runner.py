@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import sqlalchemy as sa
 
-from tracker.errors import StoreUnavailableError
+from tracker.errors import InvalidInputError, StoreUnavailableError
 from tracker.events import RecordedEvent, UnreadableEvent
 from tracker.projections.base import Context, Projection
-from tracker.stores.base import Database, EventLog, Session, now_ms
+from tracker.stores.base import FOLLOW_POLL, Database, EventLog, Session, now_ms
 from tracker.stores.schema import projection_errors, projection_state
 from tracker.stores.sql import upsert
 
@@ -42,9 +42,11 @@ class ProjectionErrorRecord:
 
 
 class ProjectionRunner:
-    """Runs projections over one log into one database. Each projection records its own
-    position (and version) in `projection_state`, in the same transaction as its changes, so
-    its tables always reflect exactly the log prefix that position names.
+    """Runs projections over one log into one database: `catch_up` once, `follow` the log as
+    it grows, `rebuild` some or all. Each projection records its own position (and version) in
+    `projection_state`, in the same transaction as its changes, so its tables always reflect
+    exactly the log prefix that position names; a projection added later catches up alone
+    while the others keep theirs.
 
     Several processes may share a database: one runner at a time holds the projection lock and
     applies; the others find the positions moved and adopt them. An event a projection cannot
@@ -58,7 +60,7 @@ class ProjectionRunner:
     ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
-            raise ValueError(f"projection names must be unique: {names}")
+            raise InvalidInputError(f"projection names must be unique; got {names}")
         self.log = log
         self.database = database
         self.projections = list(projections)
@@ -121,17 +123,44 @@ class ProjectionRunner:
                 if progress is not None:
                     progress(len(events))
 
+    async def follow(self, *, poll_interval: float = FOLLOW_POLL) -> AsyncGenerator[int, None]:
+        """Catch up, then apply each event as it commits, forever: yields the position every
+        projection has reached (`position`), once caught up and then each time it moves,
+        whoever moved it (this runner, the writer of the same tracker, another process).
+
+        Waits on the log's change feed (`EventLog.follow`), so an idle follower sleeps between
+        the feed's polls instead of spinning; events that commit together are applied in
+        pages, as `catch_up` applies them. Stop by leaving the loop (which closes the
+        iterator) or by cancelling the task iterating it: every position applied so far is
+        stored, and the runner stays usable. A lost database ends the iteration with
+        StoreUnavailableError; calling `follow()` again resumes from the stored positions.
+        """
+        reported = await self.catch_up()
+        yield reported
+        while True:
+            # The feed is only the wake-up: one event after our position means something new
+            # committed; catch_up then reads and applies everything there is, page by page.
+            await self._next_commit(poll_interval)
+            position = await self.catch_up()
+            if position > reported:
+                reported = position
+                yield position
+
     async def rebuild(
         self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None
     ) -> int:
         """Drop the named projections' tables (default: all), recreate them empty and apply
-        the whole log again."""
-        chosen = [p for p in self.projections if names is None or p.name in names]
+        the whole log again. The others keep their tables and positions. An unknown name
+        raises InvalidInputError naming the projections there are, and nothing is dropped."""
+        if isinstance(names, str):
+            raise InvalidInputError(f"rebuild takes a list of projection names: [{names!r}]")
         unknown = set(names or ()) - {p.name for p in self.projections}
         if unknown:
-            raise ValueError(
-                f"no projection named {sorted(unknown)}; there are {sorted(self.positions)}"
+            raise InvalidInputError(
+                f"no projection named {', '.join(sorted(unknown))}; the projections are "
+                f"{', '.join(p.name for p in self.projections)}"
             )
+        chosen = [p for p in self.projections if names is None or p.name in names]
         async with self._lock, self._transaction() as s:
             for p in chosen:
                 await self.database.drop_tables(s, p.tables)
@@ -149,6 +178,17 @@ class ProjectionRunner:
         return [ProjectionErrorRecord(r[0], int(r[1]), r[2], r[3], int(r[4])) for r in rows]
 
     # -- inside -----------------------------------------------------------------------------
+
+    async def _next_commit(self, poll_interval: float) -> None:
+        """Return once the log holds an event after `position` (at once if it does already)."""
+        feed = self.log.follow(after=self.position, poll_interval=poll_interval, limit=1)
+        try:
+            async for _ in feed:
+                return
+        finally:
+            close = getattr(feed, "aclose", None)  # a generator's: stop its poll now
+            if close is not None:
+                await close()
 
     def _transaction(self) -> _Locked:
         return _Locked(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from tracker.entities import DatasetInputInfo, Metric, RunData, RunInfo, RunView
 from tracker.events import (
@@ -11,10 +12,17 @@ from tracker.events import (
     PARENT_TAG,
     RUN_NAME_TAG,
     USER_TAG,
+    ArtifactLogged,
     DatasetInputsLogged,
     DomainEvent,
+    ExperimentCreated,
     ExperimentDeleted,
+    ExperimentNameClaimed,
+    ExperimentNameReleased,
+    ExperimentRenamed,
     ExperimentRestored,
+    ExperimentTagDeleted,
+    ExperimentTagSet,
     MetricsLogged,
     ParamsLogged,
     RunCreated,
@@ -24,8 +32,23 @@ from tracker.events import (
     RunStatusChanged,
     TagDeleted,
     TagsSet,
+    UnreadableEvent,
 )
+from tracker.projections.base import UnhandledEventError
 from tracker.projections.metrics import Latest, latest_of
+
+IGNORES: Final[frozenset[type[DomainEvent]]] = frozenset(
+    {
+        # A RunView has no artifact list, nor anything of its experiment but the stage.
+        ArtifactLogged, ExperimentCreated, ExperimentRenamed, ExperimentTagSet,
+        ExperimentTagDeleted, ExperimentNameClaimed, ExperimentNameReleased,
+        # An event this code cannot decode: the views skip it too (recorded in
+        # projection_errors), so the run as it was agrees with the run as the views show it.
+        UnreadableEvent,
+    }
+)  # fmt: skip
+"""Event types RunState.apply deliberately leaves out; it refuses any type it neither handles
+nor lists here (tests/unit/test_projections.py checks that the two cover every type)."""
 
 
 @dataclass(slots=True)
@@ -48,7 +71,8 @@ class RunState:
     events_applied: int = 0
 
     def apply(self, e: DomainEvent) -> None:
-        self.events_applied += 1
+        """Fold one event. Every type is handled or listed in IGNORES; any other raises
+        UnhandledEventError instead of being dropped."""
         if isinstance(e, MetricsLogged):
             for s in e.series:
                 if len(s):
@@ -96,6 +120,12 @@ class RunState:
                 self.inputs[(d.name, d.digest)] = DatasetInputInfo(
                     d.name, d.digest, d.source_type, d.source, d.schema, d.profile, dict(d.tags)
                 )
+        elif type(e) not in IGNORES:
+            raise UnhandledEventError(
+                f"RunState has no rule for {type(e).__name__}: handle it in RunState.apply "
+                "or list it in tracker.projections.state.IGNORES"
+            )
+        self.events_applied += 1
 
     def _set_tag(self, key: str, value: str) -> None:
         self.tags[key] = value
