@@ -318,7 +318,9 @@ async def test_metric_history_pages(http: Client) -> None:
 
 
 async def test_forged_page_tokens(http: Client) -> None:
-    """A page token that decodes but was never ours is a 400 naming the token, not a 500."""
+    """A page token that decodes but was never ours is a 400 naming the token, not a 500: also
+    one whose fields are well typed but hold what no database takes (an integer past int64,
+    which JSON allows, or text with a NUL)."""
     forged = base64.urlsafe_b64encode(b'{"offset": 1}').decode()
     empty = base64.urlsafe_b64encode(b"{}").decode()
     for token in (forged, empty, "not base64 at all!"):
@@ -331,6 +333,33 @@ async def test_forged_page_tokens(http: Client) -> None:
         answer = await get(http, "metrics/get-history",
                            {"run_id": "r", "metric_key": "m", "page_token": token}, 400)  # fmt: skip
         assert "page token" in answer["message"], answer
+
+    def token(**fields: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+
+    run_id = await new_run(http)
+    await post(http, "runs/log-metric",
+               {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1})  # fmt: skip
+    point = {"kind": "history", "key": "m", "step": 0, "ts": 1, "nan": 0, "v": "1.0"}
+    for big in (2**63, 2**64 - 1):
+        cases = [
+            ("runs/search", {"experiment_ids": ["0"]},
+             token(kind="runs", start_time=big, run_id=run_id)),
+            ("experiments/search", {}, token(kind="experiments", offset=big)),
+            ("metrics/get-history", {"run_id": run_id, "metric_key": "m"},
+             token(**{**point, "step": big})),
+            ("metrics/get-history", {"run_id": run_id, "metric_key": "m"},
+             token(**{**point, "ts": big})),
+            ("runs/search", {"experiment_ids": ["0"]},
+             token(kind="runs", start_time=1, run_id="a\x00b")),
+        ]  # fmt: skip
+        for path, body, bad in cases:
+            if path == "metrics/get-history":
+                answer = await get(http, path, {**body, "page_token": bad}, 400)
+            else:
+                answer = await post(http, path, {**body, "page_token": bad}, 400)
+            assert answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+            assert "page token" in answer["message"], answer
 
 
 async def test_inputs_limits(http: Client) -> None:

@@ -13,6 +13,8 @@ from typing import Any, Final
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from tracker import series
 from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, RunData, RunInfo, RunView
@@ -32,6 +34,7 @@ from tracker.stores.schema import (
     runs,
 )
 from tracker.stores.sql import Statement, blob_slice, chunks, in_list, in_params
+from tracker.validation import validate_int64, validate_text
 
 VIEW_TYPES: Final = {"ACTIVE_ONLY": (ACTIVE,), "DELETED_ONLY": (DELETED,), "ALL": (ACTIVE, DELETED)}
 MAX_SEARCH_RESULTS: Final = 50_000
@@ -62,12 +65,12 @@ def encode_token(kind: str, **fields: Any) -> str:
 def decode_token(
     token: object, kind: str, fields: dict[str, type | tuple[type, ...]]
 ) -> dict[str, Any]:
-    """The fields of a token made by `encode_token(kind, ...)`, each of the given type; anything
-    else (tampered, truncated, from another query) is an InvalidInputError."""
-    bad = InvalidInputError(
-        f"Invalid page token {str(token)[:40]!r}: pass back a next_page_token we returned, "
-        "unchanged, to the same query"
-    )
+    """The fields of a token made by `encode_token(kind, ...)`, each of the given type, every
+    integer within int64 and every string text that every backend can store; anything else
+    (tampered, truncated, from another query) is an InvalidInputError."""
+    shown = f"Invalid page token {str(token)[:40]!r}"
+    advice = "pass back a next_page_token we returned, unchanged, to the same query"
+    bad = InvalidInputError(f"{shown}: {advice}")
     if not isinstance(token, str) or len(token) > 4096:
         raise bad
     try:
@@ -81,6 +84,16 @@ def decode_token(
         value = data.get(name)
         if not isinstance(value, types) or isinstance(value, bool):
             raise bad
+        # JSON carries integers up to 2**64 - 1 and any text: check them as the store would,
+        # so that a forged value is refused here rather than by the database's driver.
+        try:
+            if isinstance(value, int):
+                validate_int64(name, value)
+            elif isinstance(value, str):
+                validate_text(value, name)
+        except InvalidInputError:
+            what = "an integer past 64 bits" if isinstance(value, int) else "text no database takes"
+            raise InvalidInputError(f"{shown}: its {name} is {what}; {advice}") from None
         out[name] = value
     return out
 
@@ -139,6 +152,26 @@ def _experiment_tags(n: int) -> Statement:
     )
 
 
+class _Bytewise(sa.sql.functions.FunctionElement[str]):
+    """A text column compared and sorted by code point on every backend (as Python compares
+    str), whatever the database's default collation: MariaDB's columns are created binary and
+    SQLite's BINARY is the default, but a PostgreSQL database may sort by a locale."""
+
+    type = sa.Unicode()
+    name = "bytewise"
+    inherit_cache = True
+
+
+@compiles(_Bytewise)
+def _compile_bytewise(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_Bytewise, "postgresql")
+def _compile_bytewise_postgresql(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
+
+
 @lru_cache(maxsize=128)
 def _search_runs(
     n_experiments: int, stages: tuple[str, ...], status: bool, after: bool
@@ -154,13 +187,13 @@ def _search_runs(
         where.append(
             sa.or_(
                 R.c.start_time < t,
-                sa.and_(R.c.start_time == t, R.c.run_id > sa.bindparam("after_id")),
+                sa.and_(R.c.start_time == t, _Bytewise(R.c.run_id) > sa.bindparam("after_id")),
             )
         )
     return (
         sa.select(*_RUN_COLUMNS)
         .where(*where)
-        .order_by(R.c.start_time.desc(), R.c.run_id)
+        .order_by(R.c.start_time.desc(), _Bytewise(R.c.run_id))
         .limit(sa.bindparam("limit"))
     )
 
@@ -170,21 +203,46 @@ _METRIC_KEYS: Final = (
     .where(latest_metrics.c.run_id == sa.bindparam("rid"))
     .order_by(latest_metrics.c.metric_key)
 )
+
+ChunkCursor = tuple[int, int, int]
+"""Where a read of the chunk index stands: the last chunk's (min_step, first_ts, position)."""
+_INDEX_START: Final[ChunkCursor] = (INT64_MIN, INT64_MIN, -1)
+
+# A chunk's first and last point in history order bound every point it holds by (step,
+# timestamp), so chunks are read in order of their first point (min_step is its step), and one
+# that ends before the page's cursor is skipped: with every point at one step (MLflow's
+# default, step 0), the timestamps still tell chunks apart.
 _CHUNK_INDEX: Final = (
-    sa.select(C.c.position, C.c.blob_offset, C.c.blob_size, C.c.n, C.c.min_step, C.c.max_step)
+    sa.select(C.c.position, C.c.blob_offset, C.c.blob_size, C.c.n, C.c.min_step, C.c.first_ts)
     .where(
         C.c.run_id == sa.bindparam("rid"),
         C.c.metric_key == sa.bindparam("key"),
         C.c.max_step >= sa.bindparam("from_step"),
         C.c.min_step <= sa.bindparam("to_step"),
+        # (last_step, last_ts) >= the cursor's (step, timestamp)
+        sa.or_(
+            C.c.last_step > sa.bindparam("from_point_step"),
+            sa.and_(
+                C.c.last_step == sa.bindparam("from_point_step"),
+                C.c.last_ts >= sa.bindparam("from_point_ts"),
+            ),
+        ),
+        # (min_step, first_ts, position) > the index cursor
         sa.or_(
             C.c.min_step > sa.bindparam("after_min"),
             sa.and_(
-                C.c.min_step == sa.bindparam("after_min"), C.c.position > sa.bindparam("after_pos")
+                C.c.min_step == sa.bindparam("after_min"),
+                sa.or_(
+                    C.c.first_ts > sa.bindparam("after_ts"),
+                    sa.and_(
+                        C.c.first_ts == sa.bindparam("after_ts"),
+                        C.c.position > sa.bindparam("after_pos"),
+                    ),
+                ),
             ),
         ),
     )
-    .order_by(C.c.min_step, C.c.position)
+    .order_by(C.c.min_step, C.c.first_ts, C.c.position)
     .limit(sa.bindparam("limit"))
 )
 
@@ -378,8 +436,8 @@ class Queries:
         self, s: Session, experiment_ids: Sequence[str], *, status: str | None = None,
         view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None,
     ) -> Page[RunView]:  # fmt: skip
-        """Runs of the given experiments, newest first (start_time DESC, run_id ASC),
-        keyset-paged, so pages stay right while runs are being added."""
+        """Runs of the given experiments, newest first (start_time DESC, then run_id by code
+        point), keyset-paged, so pages stay right while runs are being added."""
         max_results = _check_max(max_results)
         stages = _stages(view_type)
         experiment_ids = list(dict.fromkeys(experiment_ids))
@@ -387,14 +445,22 @@ class Queries:
             return Page([])
         if len(experiment_ids) > 1000:
             raise InvalidInputError("search at most 1000 experiments at once")
-        params: dict[str, Any] = {**in_params(experiment_ids, "e"), "limit": max_results + 1}
+        params: dict[str, Any] = {"limit": max_results + 1}
         if status is not None:
             params["status"] = status
         if page_token:
             tok = decode_token(page_token, "runs", {"start_time": int, "run_id": str})
             params["after_time"], params["after_id"] = tok["start_time"], tok["run_id"]
-        statement = _search_runs(len(experiment_ids), stages, status is not None, bool(page_token))
-        rows = await s.fetchall(statement, params)
+        parts = chunks(experiment_ids)
+        rows: list[Row] = []
+        for part in parts:
+            statement = _search_runs(len(part), stages, status is not None, bool(page_token))
+            rows += await s.fetchall(statement, {**params, **in_params(part, "e")})
+        if len(parts) > 1:
+            # Each chunk's rows are in the search order; so is their merge, as the SQL sorts
+            # run ids by code point, as Python does.
+            rows.sort(key=lambda r: (-int(r[5]), r[0]))
+            del rows[max_results + 1 :]
         token = None
         if len(rows) > max_results:
             last = rows[max_results - 1]
@@ -439,12 +505,17 @@ class Queries:
 
     async def _index(
         self, s: Session, run_id: str, key: str, from_step: int, to_step: int,
-        after: tuple[int, int] = (INT64_MIN, -1), limit: int = _INDEX_PAGE,
+        cursor: ChunkCursor = _INDEX_START, from_point: tuple[int, int] = (INT64_MIN, INT64_MIN),
+        limit: int = _INDEX_PAGE,
     ) -> list[Row]:  # fmt: skip
+        """Rows of _CHUNK_INDEX: chunks holding steps in [from_step, to_step] whose last point
+        is at or after `from_point` = (step, timestamp), after `cursor`, in cursor order."""
         return await s.fetchall(
             _CHUNK_INDEX,
             {"rid": run_id, "key": key, "from_step": from_step, "to_step": to_step,
-             "after_min": after[0], "after_pos": after[1], "limit": limit},
+             "from_point_step": from_point[0], "from_point_ts": from_point[1],
+             "after_min": cursor[0], "after_ts": cursor[1], "after_pos": cursor[2],
+             "limit": limit},
         )  # fmt: skip
 
     async def get_metric_history(
@@ -493,13 +564,14 @@ class Queries:
         self, s: Session, run_id: str, key: str, from_step: int, to_step: int,
         after: tuple[int, int, int, float] | None, want: int,
     ) -> Points:  # fmt: skip
-        """The first `want` points after `after` within the steps, reading chunks in min_step
-        order until no unread chunk can hold a point that sorts into them."""
+        """The first `want` points after `after` within the steps, reading chunks in order of
+        their first point until no unread chunk can hold a point that sorts into them."""
         parts: list[Points] = []
-        cursor = (INT64_MIN, -1)
+        cursor = _INDEX_START
+        from_point = (INT64_MIN, INT64_MIN) if after is None else (after[0], after[1])
         have = 0
         while True:
-            index = await self._index(s, run_id, key, from_step, to_step, cursor)
+            index = await self._index(s, run_id, key, from_step, to_step, cursor, from_point)
             if not index:
                 break
             taken: list[Row] = []
@@ -513,15 +585,19 @@ class Queries:
                 if after is not None:
                     inside &= _after_mask(p, after)
                 parts.append(Points(p.steps[inside], p.timestamps[inside], p.values[inside]))
-            cursor = (int(taken[-1][4]), int(taken[-1][0]))
+            cursor = _index_cursor(taken[-1])
             merged = _merge(parts)
             parts = [merged]
             have = len(merged)
             if have >= want:
-                nxt = await self._index(s, run_id, key, from_step, to_step, cursor, limit=1)
-                # Chunks are read in min_step order: one starting above the want-th point's
-                # step cannot change the page.
-                if not nxt or int(nxt[0][4]) > int(merged.steps[want - 1]):
+                nxt = await self._index(
+                    s, run_id, key, from_step, to_step, cursor, from_point, limit=1
+                )
+                # Every point of a chunk ranks at or after its first point, and chunks come in
+                # that order: once one starts after the want-th point's (step, timestamp),
+                # no unread chunk can change the page. (At an equal one, a smaller value could.)
+                last = (int(merged.steps[want - 1]), int(merged.timestamps[want - 1]))
+                if not nxt or (int(nxt[0][4]), int(nxt[0][5])) > last:
                     break
         merged = _merge(parts)
         return Points(merged.steps[:want], merged.timestamps[:want], merged.values[:want])
@@ -534,13 +610,18 @@ class Queries:
         lo = INT64_MIN if start_step is None else start_step
         hi = INT64_MAX if end_step is None else end_step
         parts: list[Points] = []
-        cursor = (INT64_MIN, -1)
+        cursor = _INDEX_START
         while index := await self._index(s, run_id, key, lo, hi, cursor):
             for p in await self._chunk_points(s, run_id, key, index):
                 inside = (p.steps >= lo) & (p.steps <= hi)
                 parts.append(Points(p.steps[inside], p.timestamps[inside], p.values[inside]))
-            cursor = (int(index[-1][4]), int(index[-1][0]))
+            cursor = _index_cursor(index[-1])
         return _merge(parts)
+
+
+def _index_cursor(row: Row) -> ChunkCursor:
+    """The cursor just past a row of _CHUNK_INDEX."""
+    return int(row[4]), int(row[5]), int(row[0])
 
 
 def _merge(parts: Sequence[Points]) -> Points:

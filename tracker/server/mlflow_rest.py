@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
 from tracker.entities import Metric
-from tracker.errors import InvalidInputError
 from tracker.events import DEFAULT_EXPERIMENT_ID, RUN_STATUSES, DatasetInput
 from tracker.projections.queries import DEFAULT_HISTORY_PAGE
 from tracker.server import artifacts_proxy
@@ -103,25 +101,6 @@ def _max_results(msg: Message, default: int, *, limit: int | None) -> int:
     return value
 
 
-@contextlib.contextmanager
-def _page_token(msg: Message) -> Iterator[str | None]:
-    """The request's page token, and MLflow's answer if the store cannot read it.
-
-    TODO(#11): Tracker's queries raise KeyError or TypeError for a token that decodes but is
-    not one of theirs (a 500); until they raise InvalidInputError, a supplied token is the
-    only thing that can cause those here, so they are answered as a bad token.
-    """
-    token = msg.string("page_token") or None
-    try:
-        yield token
-    except (KeyError, TypeError, ValueError) as exc:
-        if token is None or isinstance(exc, InvalidInputError):
-            raise
-        raise invalid_parameter(
-            f"Invalid page token {token[:40]!r}: pass back a next_page_token this server sent"
-        ) from exc
-
-
 def _not_yet(msg: Message, *names: str) -> None:
     for name in names:
         if msg.values.get(name):
@@ -158,12 +137,12 @@ async def get_experiment_by_name(s: Services, msg: Message) -> JSON:
 
 async def search_experiments(s: Services, msg: Message) -> JSON:
     _not_yet(msg, "filter", "order_by")
-    with _page_token(msg) as token:
-        page = await s.tracker.search_experiments(
-            view_type=msg.string("view_type") or "ACTIVE_ONLY",
-            max_results=_max_results(msg, DEFAULT_SEARCH_RESULTS, limit=MAX_SEARCH_RESULTS),
-            page_token=token,
-        )
+    # A token the queries cannot read is their InvalidInputError: a 400, as any bad input.
+    page = await s.tracker.search_experiments(
+        view_type=msg.string("view_type") or "ACTIVE_ONLY",
+        max_results=_max_results(msg, DEFAULT_SEARCH_RESULTS, limit=MAX_SEARCH_RESULTS),
+        page_token=msg.string("page_token") or None,
+    )
     return _page([experiment_json(e) for e in page], "experiments", page.next_page_token)
 
 
@@ -242,13 +221,12 @@ async def search_runs(s: Services, msg: Message) -> JSON:
     if max_results > MAX_SEARCH_RESULTS:
         # MLflow's handler refuses this with its generic wording, not the store's.
         raise invalid_value("max_results", max_results)
-    with _page_token(msg) as token:
-        page = await s.tracker.search_runs(
-            msg.strings("experiment_ids"),
-            view_type=msg.string("run_view_type") or "ACTIVE_ONLY",
-            max_results=max_results,
-            page_token=token,
-        )
+    page = await s.tracker.search_runs(
+        msg.strings("experiment_ids"),
+        view_type=msg.string("run_view_type") or "ACTIVE_ONLY",
+        max_results=max_results,
+        page_token=msg.string("page_token") or None,
+    )
     return _page([run_json(r) for r in page], "runs", page.next_page_token)
 
 
@@ -360,13 +338,12 @@ async def get_metric_history(s: Services, msg: Message) -> JSON:
     # Without max_results MLflow sends the whole history in one answer; a page of at most
     # DEFAULT_HISTORY_PAGE points with a token keeps every answer bounded (MLflow's own
     # clients page with max_results=25000).
-    with _page_token(msg) as token:
-        page = await s.tracker.get_metric_history(
-            msg.text("run_id"),
-            msg.text("metric_key"),
-            max_results=min(value or DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE),
-            page_token=token,
-        )
+    page = await s.tracker.get_metric_history(
+        msg.text("run_id"),
+        msg.text("metric_key"),
+        max_results=min(value or DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE),
+        page_token=msg.string("page_token") or None,
+    )
     return _page([metric_json(m) for m in page], "metrics", page.next_page_token)
 
 
