@@ -152,6 +152,14 @@ class CommandHandler:
                     self.conflicts += 1
                     for p in plans:
                         self._invalidate_for(p.command)
+                    # What this attempt decided without storing (a refusal, a no-op) rests on
+                    # plans that were not stored: decide it again with the rest.
+                    for i in pending:
+                        o = outcomes[i]
+                        if isinstance(o, BaseException) or (
+                            isinstance(o, Accepted) and not o.events
+                        ):
+                            outcomes[i] = None
                     raise
         return [o if o is not None else Accepted(0) for o in outcomes]
 

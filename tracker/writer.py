@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import tempfile
@@ -149,7 +150,8 @@ class EventQueue:
         self.lock = threading.Lock() if threaded else None
         self.room = threading.Condition(self.lock) if threaded else None
         self.spill_dir = spill_dir
-        self._spill: Any = None
+        self._spill: int | None = None
+        """The spill file's descriptor: unbuffered, positional reads and writes only."""
         self._spill_end = 0
         self.in_memory = 0
         """Points in sealed in-memory segments, plus operations."""
@@ -221,31 +223,47 @@ class EventQueue:
                 "the writer catches up or space returns"
             ) from exc
 
-    def _spill_file(self) -> Any:
+    def _spill_fd(self) -> int:
         if self._spill is None:
             fd, path = tempfile.mkstemp(prefix="tracker-spill-", dir=self.spill_dir)
             os.unlink(path)  # nothing to clean up after a crash: these points were never flushed
-            self._spill = os.fdopen(fd, "w+b")
+            self._spill = fd
             self._spill_end = 0
-        f = self._spill
-        f.seek(self._spill_end)
-        return f
+        return self._spill
+
+    def _spill_write(self, parts: Sequence[Any]) -> int:
+        """Write `parts` (buffers) after the spill file's live data; return where they start.
+        Unbuffered positional writes, because a write the disk refuses must leave nothing
+        behind: a buffered file keeps the refused bytes and fails every later flush, so that
+        reading back what was spilled before failed too (and the writer lost a batch)."""
+        fd = self._spill_fd()
+        start = at = self._spill_end
+        try:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    if n <= 0:  # never for a regular file; never loop forever either
+                        raise OSError(errno.EIO, f"short write to the spill file at {at}")
+                    view, at = view[n:], at + n
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)  # give back what a partly done write took
+            raise
+        self._spill_end = at
+        return start
+
+    def _spill_read(self, at: int, size: int) -> bytes:
+        assert self._spill is not None
+        data = os.pread(self._spill, size, at)
+        if len(data) != size:
+            raise OSError(errno.EIO, f"the spill file ends at {at + len(data)}, before {at + size}")
+        return data
 
     def _write_points(self, seg: RunPoints) -> Spilled:
-        f = self._spill_file()
-        start = self._spill_end
-        counts = []
-        try:
-            for key, cols in seg.cols.items():
-                for col in cols:
-                    col.tofile(f)
-                counts.append((key, len(cols[2])))
-            f.flush()
-        except BaseException:
-            f.truncate(start)
-            raise
+        counts = [(key, len(cols[2])) for key, cols in seg.cols.items()]
+        start = self._spill_write([col for cols in seg.cols.values() for col in cols])
         spilled = Spilled(seg.run_id, start, counts)
-        self._spill_end = f.tell()
         self.in_memory -= spilled.n
         self.spilled_pending += spilled.n
         self.spilled_points += spilled.n
@@ -254,43 +272,36 @@ class EventQueue:
     def _write_op(self, op: Op) -> Spilled:
         assert op.command is not None
         data = orjson.dumps(wire.encode(op.command))
-        f = self._spill_file()
-        start = self._spill_end
-        try:
-            f.write(data)
-            f.flush()
-        except BaseException:
-            f.truncate(start)
-            raise
-        self._spill_end = f.tell()
+        start = self._spill_write([data])
         self.in_memory -= 1
         self.spilled_pending += 1
         return Spilled(None, start, [], len(data))
 
     def _read_spill(self, s: Spilled) -> RunPoints | Op:
-        f = self._spill
-        f.flush()
-        f.seek(s.offset)
         out: RunPoints | Op
         if s.run_id is None:
-            out = Op(wire.decode(orjson.loads(f.read(s.length))))
+            out = Op(wire.decode(orjson.loads(self._spill_read(s.offset, s.length))))
         else:
             out = RunPoints(s.run_id, None)
+            at = s.offset
             for key, n in s.counts:
                 cols: Columns = (array("q"), array("q"), array("d"))
                 for col in cols:
-                    col.fromfile(f, n)
+                    size = n * col.itemsize
+                    col.frombytes(self._spill_read(at, size))
+                    at += size
                 out.cols[key] = cols
         self.spilled_pending -= s.n
         if self.spilled_pending == 0:
             self._spill_end = 0  # reuse the file from the start
         return out
 
-    def put(self, op: Op) -> None:
-        """Queue an operation after every point queued so far, by the full-queue policy."""
+    def put(self, op: Op, *, bypass_policy: bool = False) -> None:
+        """Queue an operation after every point queued so far, by the full-queue policy;
+        a flush barrier, or an operation put with `bypass_policy`, is queued even when full."""
         with self.lock or contextlib.nullcontext():
             self._seal_open()
-            if self.in_memory >= self.max_queue and op.command is not None:
+            if self.in_memory >= self.max_queue and op.command is not None and not bypass_policy:
                 self._full(op)
             self.chunks.append(op)
             self.in_memory += 1
@@ -342,7 +353,7 @@ class EventQueue:
 
     def close(self) -> None:
         if self._spill is not None:
-            self._spill.close()
+            os.close(self._spill)
             self._spill = None
 
 
@@ -449,6 +460,8 @@ class Writer:
         self._rejected = 0
         self._last_error: str | None = None
         self._failing_since: float | None = None
+        self._failed_tries = 0
+        """Store attempts that failed so far: a wait gives up only after one of its own."""
         self._position = 0
         self.recovered_to: Path | None = None
 
@@ -521,6 +534,7 @@ class Writer:
 
     async def _wait(self, fut: asyncio.Future[Any], timeout: float | None) -> None:
         started = time.monotonic()
+        tries = self._failed_tries
         while not fut.done():
             left = None if timeout is None else timeout - (time.monotonic() - started)
             if left is not None and left <= 0:
@@ -530,14 +544,24 @@ class Writer:
                 )
             step = 0.25 if left is None else min(0.25, left)
             assert self._task is not None
-            await asyncio.wait({fut, self._task}, timeout=step)
+            # FIRST_COMPLETED: the default waits for both, and the writer task never ends,
+            # so every awaited command would take the whole step.
+            await asyncio.wait({fut, self._task}, timeout=step, return_when=asyncio.FIRST_COMPLETED)
             if self._task.done() and not fut.done():  # cannot happen by design; never hang
                 raise WriterError(f"the writer stopped: {self._last_error}")
             failing = self._failing_since
             # Each wait gives the store write_timeout to come back, counted from when it
             # started failing or from when this wait began, whichever is later.
+            # And only once an attempt made during this wait failed too: the store may be back
+            # while the writer still sleeps out its backoff (up to 5 s), and the retry it is
+            # about to make will then succeed.
             since = None if failing is None else max(failing, started)
-            if not fut.done() and since and time.monotonic() - since > self.write_timeout:
+            if (
+                not fut.done()
+                and since
+                and time.monotonic() - since > self.write_timeout
+                and self._failed_tries > tries
+            ):
                 raise WriterError(
                     f"writes have failed for {time.monotonic() - failing:.0f}s: "  # type: ignore[operator]
                     f"{self._last_error}; nothing is lost: {len(self.queue)} items are kept "
@@ -719,6 +743,7 @@ class Writer:
                 return False
             self._errors += 1
             self._retries += 1
+            self._failed_tries += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
             if self._failing_since is None:
                 self._failing_since = time.monotonic()

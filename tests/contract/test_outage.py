@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import secrets
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import pytest
+import stamina
+from stamina.instrumentation import RetryDetails
 
 from tests.backends import POSTGRES_DSN
 from tracker import Tracker
@@ -259,3 +261,82 @@ async def test_a_projection_whose_commit_is_lost_is_redone(
         page = await tk.get_metric_history(run.run_id, "m")
         assert [m.step for m in page.items] == list(range(100))
         assert (await tk.get_run(run.run_id)).data.metrics["m"] == 99 / 3
+
+
+@contextlib.contextmanager
+def _retries() -> Iterator[list[RetryDetails]]:
+    """Every retry stamina schedules meanwhile (the tracker's own hooks keep running)."""
+    seen: list[RetryDetails] = []
+
+    def record(details: RetryDetails) -> None:
+        seen.append(details)
+
+    before = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([*before, record])
+    try:
+        yield seen
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(before)
+
+
+def _outages(seen: list[RetryDetails]) -> int:
+    return sum(isinstance(d.caused_by, StoreUnavailableError) for d in seen)
+
+
+async def test_reads_and_open_survive_killed_connections(
+    store_factory: Callable[[], SqlEventStore],
+) -> None:
+    """While the server kills the tracker's connections every few milliseconds, get_run and
+    search_runs keep answering, right, and Tracker.open() keeps succeeding: reads and open
+    retry a lost connection as writes do, and no StoreUnavailableError reaches the caller.
+    Each loop runs until kills have interrupted it several times (seen as retries)."""
+    name = f"tracker-reads-{secrets.token_hex(4)}"
+    async with Tracker(store=_named(store_factory, name)) as tk:
+        runs = []
+        for i in range(5):
+            run = await tk.start_run(name=f"run-{i}")
+            run.log_param("i", str(i))
+            run.log_metric("m", float(i), step=i)
+            run.set_tag("t", f"tag-{i}")
+            await run.end()
+            runs.append(run.run_id)
+        await tk.flush()
+        newest_first = runs[::-1]  # started one after the other: search_runs' order
+
+        stop = asyncio.Event()
+        killer = asyncio.create_task(_killer(name, stop, every=0.05))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        reads = 0
+        try:
+            with _retries() as seen:
+                while _outages(seen) < 5 or reads < 100:
+                    assert loop.time() < deadline, f"{reads} reads, {_outages(seen)} retried"
+                    i = reads % len(runs)
+                    got = await tk.get_run(runs[i])
+                    assert got.data.params == {"i": str(i)}
+                    assert got.data.metrics == {"m": float(i)}
+                    assert got.data.tags["t"] == f"tag-{i}"
+                    page = await tk.search_runs()
+                    assert [r.info.run_id for r in page.items] == newest_first
+                    reads += 1
+        finally:
+            stop.set()
+            killed = await killer
+        assert killed > 0
+
+    stop = asyncio.Event()
+    killer = asyncio.create_task(_killer(name, stop, every=0.02))
+    opened = 0
+    deadline = loop.time() + 60
+    try:
+        with _retries() as seen:
+            while _outages(seen) < 3 or opened < 5:
+                assert loop.time() < deadline, f"{opened} opens, {_outages(seen)} retried"
+                async with Tracker(store=_named(store_factory, name)) as again:
+                    opened += 1
+                    got = await again.get_run(runs[0])
+                    assert got.data.params == {"i": "0"}
+    finally:
+        stop.set()
+        await killer

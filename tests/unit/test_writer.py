@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tracker import QueueFullError, Tracker, WriterError
-from tracker.errors import StoreUnavailableError
+from tracker.errors import InvalidInputError, StoreUnavailableError
 from tracker.events import MetricsLogged, NewEvent, RecordedEvent
 from tracker.stores.sqlite import SQLiteEventStore
 
@@ -75,9 +75,13 @@ async def test_spill_policy_keeps_memory_bounded_and_order_intact(tmp_path: Path
 
 
 def test_block_policy_needs_the_sync_facade() -> None:
-    """An async caller cannot block; asking for it is a clear error at construction."""
-    with pytest.raises(ValueError, match="SyncTracker"):
+    """An async caller cannot block; asking for it is the project's InvalidInputError at
+    construction, naming the sync facade and the policies an async caller can use."""
+    with pytest.raises(
+        InvalidInputError, match=r"needs the sync facade \(tracker\.SyncTracker\)"
+    ) as caught:
         Tracker("unused", on_full="block")
+    assert '"spill" or "raise"' in str(caught.value)
 
 
 class FlakyStore(SQLiteEventStore):
@@ -243,3 +247,20 @@ def test_sync_facade_survives_concurrent_logging_ops_and_statistics(tmp_path: Pa
                 for k in range(50)
             )
             assert total == 2000, n
+
+
+async def test_an_awaited_command_returns_once_durable_not_at_the_next_poll(
+    tmp_path: Path,
+) -> None:
+    """Waiting for a command ends when its batch is stored, not when the wait's polling step
+    (0.25 s) runs out: 40 awaited writes, each a few milliseconds of SQLite work, take far
+    less than 40 steps (10 s), which is what they took when the wait ended only by timeout."""
+    async with Tracker(str(tmp_path), max_batch_age=0.001) as tk:
+        run = await tk.start_run()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(40):
+            await tk.set_tag(run.run_id, f"t{i}", "v")
+            await tk.flush()
+        elapsed = loop.time() - started
+    assert elapsed < 5.0, f"40 awaited writes took {elapsed:.1f}s"

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import time
 import uuid
 import weakref
@@ -22,6 +23,7 @@ from tracker.artifacts.runs import RunArtifacts
 from tracker.commands import Command, CreateExperiment
 from tracker.errors import (
     AlreadyExistsError,
+    DeadlineExceededError,
     InvalidStateError,
     StoreUnavailableError,
     TrackerError,
@@ -56,6 +58,9 @@ _DEFAULT_EXPERIMENT_COMMAND: Final = uuid.uuid5(
     uuid.NAMESPACE_URL, "tracker:default-experiment"
 ).bytes
 READ_RETRY_TIMEOUT: Final = 30.0
+_POLL_FIRST: Final = 0.01
+_POLL_MAX: Final = 0.25
+"""wait_until's pause between polls grows from _POLL_FIRST to _POLL_MAX (jittered)."""
 
 
 def now_ms() -> int:
@@ -262,17 +267,34 @@ class Core:
         return await self.runner.errors()
 
     async def wait_until(self, position: int, timeout: float = 10.0) -> None:
-        """Wait until the views reflect the log up to `position` (read-your-writes)."""
-        deadline = time.monotonic() + timeout
-        delay = 0.005
+        """Wait until the views reflect the log up to `position` (read-your-writes). Raises
+        DeadlineExceededError (a TimeoutError) when they have not within `timeout` seconds;
+        a store that cannot be reached meanwhile is retried until that deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause = _POLL_FIRST
         while self.runner.position < position:
-            await self.runner.catch_up()
+            # A catch-up is never cancelled midway (it writes the views and their position
+            # together); a lost connection is retried, with backoff, until the deadline.
+            left = max(deadline - loop.time(), 0.001)
+            async for attempt in stamina.retry_context(
+                on=StoreUnavailableError, attempts=None, timeout=left,
+                wait_initial=0.05, wait_max=min(1.0, left), wait_jitter=0.05,
+            ):  # fmt: skip
+                with attempt:
+                    await self.runner.catch_up()
             if self.runner.position >= position:
                 return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"views are at {self.runner.position}, not yet at {position}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise DeadlineExceededError(
+                    f"the views are at log position {self.runner.position}, not yet at "
+                    f"{position}, after {timeout} s: wait longer, or check that {position} is "
+                    "a position of this store (returned by its flush())"
+                )
+            # Full jitter, so that many waiters on one store do not poll it in step.
+            await asyncio.sleep(min(left, random.uniform(0, pause)))
+            pause = min(pause * 2, _POLL_MAX)
 
     # -- for the parts ---------------------------------------------------------------------
 
@@ -336,12 +358,12 @@ class Core:
             log.warning("replayed %d writes kept in %s", len(commands), path)
 
     async def _ensure_default_experiment(self) -> None:
-        async def present(s: Session) -> bool:
-            return await self.queries.get_experiment(s, DEFAULT_EXPERIMENT_ID) is not None
+        async def present() -> bool:
+            async with self.database.snapshot() as s:
+                return await self.queries.get_experiment(s, DEFAULT_EXPERIMENT_ID) is not None
 
-        async with self.database.snapshot() as s:
-            if await present(s):
-                return
+        if await self._retry_outage(present):  # open() survives a lost connection too
+            return
         command = CreateExperiment(
             name=DEFAULT_EXPERIMENT_NAME, experiment_id=DEFAULT_EXPERIMENT_ID,
             command_id=_DEFAULT_EXPERIMENT_COMMAND,

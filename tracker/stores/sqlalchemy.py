@@ -516,15 +516,24 @@ class SqlAlchemyEventStore(SqlEventStore):
         return out
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
+        """Whether `exc` (or what caused it) is a duplicate key: by SQLSTATE or MySQL error
+        code where the driver gives one, else an integrity error (SQLAlchemy's wrapper or the
+        DBAPI's own class) whose message names a unique constraint (SQLite, SQL Server)."""
+        from sqlalchemy.exc import IntegrityError
+
+        integrity: tuple[type[BaseException], ...] = (IntegrityError,)
+        dbapi = getattr(self._engine.dialect, "dbapi", None) if self._engine else None
+        raw = getattr(dbapi, "IntegrityError", None)
+        if isinstance(raw, type) and issubclass(raw, BaseException):
+            integrity += (raw,)
         seen: BaseException | None = exc
         for _ in range(5):
             if seen is None:
                 return False
-            orig = getattr(seen, "orig", None)
             if sqlstate(seen) == UNIQUE_VIOLATION or _mysql_code(seen) in _MYSQL_DUPLICATE:
                 return True
-            if orig is not None and type(orig).__name__ == "IntegrityError":
-                text = str(orig)
+            if isinstance(seen, integrity):
+                text = str(getattr(seen, "orig", None) or seen)
                 if "UNIQUE" in text or any(code in text for code in _MSSQL_DUPLICATE):
                     return True
             seen = seen.__cause__
