@@ -5,6 +5,7 @@ from tracker.entities import Experiment, Metric, Page, RunData, RunInfo, RunView
 from tracker.errors import (
     AlreadyExistsError,
     ConcurrencyError,
+    DeadlineExceededError,
     InvalidInputError,
     InvalidStateError,
     NotFoundError,
@@ -23,6 +24,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConcurrencyError",
     "DatasetInput",
+    "DeadlineExceededError",
     "Experiment",
     "InvalidInputError",
     "InvalidStateError",

@@ -13,6 +13,7 @@ TrackerError
 │   ├── StoreUnavailableError    the backend cannot be reached, is busy or full (retried)
 │   └── SchemaVersionError       the database schema is newer or older than this code
 ├── WriterError                  the writer could not store something; flush() raises it
+├── DeadlineExceededError        a wait passed its deadline (also a builtin TimeoutError)
 └── ArtifactError                an artifact store failed (see tracker.artifacts)
 
 Each class carries `code`, the MLflow error code a server answers with (its HTTP status follows
@@ -103,6 +104,13 @@ class SchemaVersionError(StoreError):
 
 class WriterError(TrackerError):
     """The writer could not store something; raised by flush() with the cause chained."""
+
+
+class DeadlineExceededError(TrackerError, TimeoutError):
+    """A wait (for the views to reach a position, say) did not finish within its timeout.
+    Also a builtin TimeoutError, so `except TimeoutError` keeps catching it."""
+
+    code = "DEADLINE_EXCEEDED"
 
 
 class ArtifactError(TrackerError):

@@ -4,10 +4,14 @@ Limits are the stricter of MLflow's and the column's (read from tracker/stores/s
 value that passes is accepted by every backend. Strings are refused when they hold NUL (which
 PostgreSQL cannot store) or lone surrogates (which no UTF-8 column can).
 
-Numbers follow one rule. A metric value is any real number: int, float, bool (as 0 or 1), numpy's
-numeric and boolean scalars, and anything with `.item()` giving one (0-d arrays and tensors); NaN
-and ±Inf are kept. A step or timestamp is an integer: int or any integral type (numpy's int64,
-via `__index__`), but not a bool or a float.
+Numbers follow one rule. A metric value is a real number, converted with `float()`: Python's
+int, float and bool (True is 1.0), anything registered as `numbers.Real` (numpy's float and
+integer scalars, Fraction), and otherwise anything whose `.item()` returns one of those: numpy's
+bool scalar, numpy arrays and torch tensors holding exactly one element (usually 0-d). An
+`.item()` that raises (several elements) or returns something else (complex, str) is refused,
+as is every other type, including those with only `__float__`. NaN and ±Inf are kept. A step or
+timestamp is an integer: int or anything with `__index__` (numpy's integer scalars, a torch
+integer tensor of one element), but not a bool or a float, and within int64.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from tracker.errors import InvalidInputError
-from tracker.events import RUN_STATUSES, DatasetInput
+from tracker.events import RUN_NAME_TAG, RUN_STATUSES, DatasetInput
 from tracker.stores import schema
 
 MAX_KEY_LENGTH: Final = min(250, schema.KEY_LENGTH)
@@ -180,10 +184,20 @@ def validate_param(key: object, value: object) -> tuple[str, str]:
     return k, validate_text(v, f"param {k!r} value")
 
 
-def validate_tag(key: object, value: object, limit: int = MAX_TAG_VALUE_LENGTH) -> tuple[str, str]:
+def validate_tag(key: object, value: object, limit: int | None = None) -> tuple[str, str]:
+    """A tag as (key, value). `limit` is the value's: by default a run tag's, where the run-name
+    tag (`mlflow.runName`) has the run name's limit, since it sets the run's name."""
     k = validate_key(key, "tag key")
     v = stringify(value)
+    names_the_run = limit is None and k == RUN_NAME_TAG
+    if limit is None:
+        limit = MAX_RUN_NAME_LENGTH if names_the_run else MAX_TAG_VALUE_LENGTH
     if len(v) > limit:
+        if names_the_run:
+            raise InvalidInputError(
+                f"Tag {k!r} value is {len(v)} characters; it is the run's name, whose limit is "
+                f"{limit}: give a shorter name"
+            )
         raise InvalidInputError(f"Tag {k!r} value is {len(v)} characters; the limit is {limit}")
     return k, validate_text(v, f"tag {k!r} value")
 
@@ -192,9 +206,8 @@ def validate_params(params: Mapping[Any, Any] | None) -> dict[str, str]:
     return dict(validate_param(k, v) for k, v in (params or {}).items())
 
 
-def validate_tags(
-    tags: Mapping[Any, Any] | None, limit: int = MAX_TAG_VALUE_LENGTH
-) -> dict[str, str]:
+def validate_tags(tags: Mapping[Any, Any] | None, limit: int | None = None) -> dict[str, str]:
+    """Tags as validate_tag checks them; `limit` as there (None: a run's tags)."""
     return dict(validate_tag(k, v, limit) for k, v in (tags or {}).items())
 
 

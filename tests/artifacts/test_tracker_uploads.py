@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from tracker import Tracker
+from tracker import QueueFullError, Tracker
 from tracker.artifacts.paths import parse_artifact_uri
 from tracker.artifacts.runs import ArtifactUploadCancelledError
-from tracker.events import ArtifactLogged
+from tracker.events import ArtifactLogged, NewEvent, RecordedEvent
+from tracker.stores.sqlite import SQLiteEventStore
 
 
 async def _artifact_events(tk: Tracker, run_id: str) -> list[ArtifactLogged]:
@@ -55,6 +57,47 @@ async def test_end_can_cancel_uploads_cleanly(tmp_path: Path) -> None:
         assert await tk.list_artifacts(run.run_id) == []
         with pytest.raises(Exception, match="has ended"):
             await run.log_text("late", "late.txt")
+
+
+class HeldStore(SQLiteEventStore):
+    """A real SQLite store whose appends wait while `gate` is clear, as a slow database
+    would: the writer holds its batch, and the client queue stays as full as it was left."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        return await super().append(events)
+
+
+async def test_an_upload_is_recorded_even_when_the_queue_is_full(tmp_path: Path) -> None:
+    """With on_full="raise" and the queue full, an upload that finishes is still recorded
+    (never stored and left unrecorded): the record bypasses the full-queue policy, as flush
+    barriers do, and is in the log and the listing after flush."""
+    store = HeldStore(tmp_path / "store" / "tracker.db")
+    async with Tracker(
+        store=store, max_queue=4, on_full="raise", default_artifact_root=str(tmp_path / "art")
+    ) as tk:
+        run = await tk.start_run("full")
+        store.gate.clear()
+        run.set_tag("first", "taken by the writer, which then waits")
+        await asyncio.wait_for(store.waiting.wait(), 30)
+        with pytest.raises(QueueFullError):
+            for i in range(100):
+                run.set_tag(f"t{i}", "v")
+        info = await run.log_text("hello", "notes/a.txt")
+        store.gate.set()
+        await tk.flush()
+        assert [e.path for e in await _artifact_events(tk, run.run_id)] == ["notes/a.txt"]
+        listed = await tk.list_artifacts(run.run_id, "notes")
+        assert [(e.path, e.size) for e in listed] == [("notes/a.txt", info.size)]
+        assert (await tk.get_run(run.run_id)).data.tags["first"].startswith("taken")
 
 
 @pytest.mark.parametrize("name", ["run #1", "100%25 done", "with space", "naïve ü", "q?x"])

@@ -3,6 +3,8 @@ YAML artifacts, and the rules each of them keeps."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -17,6 +19,7 @@ from tracker import (
     Tracker,
 )
 from tracker.entities import Metric
+from tracker.errors import DeadlineExceededError, TrackerError
 from tracker.stores.base import SqlEventStore
 
 
@@ -129,3 +132,27 @@ async def test_deleting_a_tag_the_run_lacks_is_not_found(tk: Tracker) -> None:
     with pytest.raises(NotFoundError, match="No tag with name: b"):
         await tk.flush()
     assert "a" not in (await tk.get_run(run.run_id)).data.tags
+
+
+async def test_wait_until_sees_a_later_append_and_keeps_its_deadline(
+    store_factory: Callable[[], SqlEventStore], tk: Tracker
+) -> None:
+    """wait_until polls until another tracker's append reaches the views; a position that
+    never comes raises DeadlineExceededError (a TrackerError and a builtin TimeoutError) close
+    to its deadline, saying where the views are."""
+    async with Tracker(store=store_factory()) as other:
+        run = await tk.start_run("follow")
+        target = await tk.flush() + 1
+        waiting = asyncio.create_task(other.wait_until(target, timeout=30))
+        await asyncio.sleep(0.05)  # the waiter is polling before the append
+        assert not waiting.done()
+        run.log_metric("m", 1.0)
+        assert await tk.flush() >= target
+        await asyncio.wait_for(waiting, 30)
+        assert other.runner.position >= target
+
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match=f"not yet at {target + 1000}") as caught:
+            await other.wait_until(target + 1000, timeout=0.3)
+        assert 0.3 <= time.monotonic() - start < 5
+        assert isinstance(caught.value, TrackerError) and isinstance(caught.value, TimeoutError)

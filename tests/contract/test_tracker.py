@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import dump_views, runner_for
 from tracker import (
     AlreadyExistsError,
+    DeadlineExceededError,
     InvalidInputError,
     InvalidStateError,
     NotFoundError,
@@ -230,7 +231,7 @@ async def test_wait_until_follows_another_writer(
         async with b.store.snapshot() as s:
             got = await b.queries.get_run(s, run.run_id)
         assert got is not None and got.data.metrics == {"m": 7.0}
-        with pytest.raises(TimeoutError):
+        with pytest.raises(DeadlineExceededError):
             await b.wait_until(position + 1000, timeout=0.2)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tracker import DatasetInput, InvalidInputError, Tracker
+from tracker.events import RUN_NAME_TAG
 from tracker.stores.base import SqlEventStore
 from tracker.validation import (
     MAX_DATASET_DIGEST_LENGTH,
@@ -112,7 +113,8 @@ async def test_text_no_database_can_store_is_refused_everywhere(tk: Tracker, wha
     "call",
     [
         "run name", "user", "tag value", "param value", "experiment name", "tag key",
-        "dataset digest", "end_time",
+        "dataset digest", "end_time", "run-name tag", "run-name tags", "run-name tag at create",
+        "run-name tag in a batch",
     ],
 )  # fmt: skip
 async def test_values_past_their_limits_are_refused_at_the_call(tk: Tracker, call: str) -> None:
@@ -136,6 +138,34 @@ async def test_values_past_their_limits_are_refused_at_the_call(tk: Tracker, cal
         elif call == "dataset digest":
             digest = "x" * (MAX_DATASET_DIGEST_LENGTH + 1)
             run.log_inputs([DatasetInput(name="n", digest=digest, source_type="s", source="s")])
+        elif call == "run-name tag":
+            # The tag sets the run's name: its limit is the name's, not a tag's.
+            run.set_tag(RUN_NAME_TAG, "x" * (MAX_RUN_NAME_LENGTH + 1))
+        elif call == "run-name tags":
+            run.set_tags({"other": "fine", RUN_NAME_TAG: "x" * (MAX_RUN_NAME_LENGTH + 1)})
+        elif call == "run-name tag at create":
+            await tk.create_run("0", tags={RUN_NAME_TAG: "x" * (MAX_RUN_NAME_LENGTH + 1)})
+        elif call == "run-name tag in a batch":
+            run.log_batch(tags={RUN_NAME_TAG: "x" * (MAX_RUN_NAME_LENGTH + 1)})
         else:
             await tk.update_run(run.run_id, end_time="soon")  # type: ignore[arg-type]
     assert await tk.flush() == position  # nothing was appended
+
+
+async def test_the_run_name_tag_takes_a_run_name_up_to_its_limit(tk: Tracker) -> None:
+    """`mlflow.runName` set as a tag, at the run name's limit in characters of every width,
+    renames the run on every backend (its column is the run name's), with no projection error;
+    one character more is refused with a message naming the run name's limit."""
+    run = await tk.start_run("limits")
+    name = _text(MAX_RUN_NAME_LENGTH)
+    run.set_tags({"other": "kept", RUN_NAME_TAG: name})
+    await tk.flush()
+    got = await tk.get_run(run.run_id)
+    assert got.info.run_name == name
+    assert got.data.tags[RUN_NAME_TAG] == name and got.data.tags["other"] == "kept"
+    with pytest.raises(
+        InvalidInputError, match=f"run's name, whose limit is {MAX_RUN_NAME_LENGTH}"
+    ):
+        run.set_tag(RUN_NAME_TAG, name + "x")
+    assert tk.statistics().projection_errors == 0
+    await run.end()

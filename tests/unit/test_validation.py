@@ -78,6 +78,59 @@ def test_one_numeric_rule_for_numpy_scalars() -> None:
         validate_metric_value("k", 10**400)
 
 
+class TensorLike:
+    """What validation sees of a torch tensor: not a registered number, but `.item()` (which
+    raises RuntimeError unless it holds one element), `__float__`, and `__index__` for integer
+    dtypes of one element, as torch.Tensor has them."""
+
+    def __init__(self, *values: float, integral: bool = False) -> None:
+        self.values = values
+        self.integral = integral
+        self.ndim = 0 if len(values) == 1 else 1
+
+    def item(self) -> float:
+        if len(self.values) != 1:
+            raise RuntimeError(
+                f"a Tensor with {len(self.values)} elements cannot be converted to Scalar"
+            )
+        return self.values[0]
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __index__(self) -> int:
+        if not self.integral:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+
+class FloatOnly:
+    """A number-like object with `__float__` alone: not a number by the module's rule."""
+
+    def __float__(self) -> float:
+        return 1.0
+
+
+def test_one_numeric_rule_for_tensors() -> None:
+    """A 0-d tensor is a metric value through `.item()`, keeping NaN; an integer one is a step
+    through `__index__`; a tensor of several elements, a float one as a step, and an object
+    with only `__float__` are refused with InvalidInputError."""
+    assert validate_metric_value("loss", TensorLike(0.25)) == 0.25
+    assert math.isnan(validate_metric_value("loss", TensorLike(math.nan)))
+    assert validate_metric_value("loss", TensorLike(3, integral=True)) == 3.0
+    assert validate_int64("step", TensorLike(7, integral=True)) == 7
+    with pytest.raises(InvalidInputError, match="real numbers"):
+        validate_metric_value("loss", TensorLike(1.0, 2.0))
+    with pytest.raises(InvalidInputError, match="real numbers"):
+        validate_metric_value("loss", TensorLike(1j))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="must be an integer"):
+        validate_int64("step", TensorLike(7.0))
+    with pytest.raises(InvalidInputError, match="64-bit"):
+        validate_int64("step", TensorLike(1 << 63, integral=True))
+    with pytest.raises(InvalidInputError, match="real numbers"):
+        validate_metric_value("loss", FloatOnly())
+
+
 def test_steps_and_timestamps() -> None:
     """Steps are int64; timestamps are non-negative int64 milliseconds."""
     assert validate_int64("step", -(1 << 63)) == -(1 << 63)

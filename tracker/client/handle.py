@@ -168,13 +168,15 @@ class Run:
         """Queue one point per key, all at the same step and timestamp; validated whole and
         queued whole (or, when the queue refuses, not at all)."""
         self._check_live()
+        # Every check comes before the first append: an array refuses an out-of-range int
+        # only once some columns of the call have taken their point.
         if timestamp is None:
             timestamp = _now_ms()
-        elif timestamp.__class__ is not int or timestamp < 0:
+        elif timestamp.__class__ is not int or timestamp < 0 or timestamp > INT64_MAX:
             timestamp = validate_timestamp(timestamp)
         if step is None:
             step = 0
-        elif step.__class__ is not int:
+        elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
             step = validate_int64("step", step)
         keys = list(metrics)
         values = [
@@ -262,14 +264,17 @@ class Run:
 
     def _artifact_logged(self, info: ArtifactInfo) -> None:
         # Called only after the bytes are stored, so the log never points at a missing file;
-        # recorded even after end(), which waits for uploads in flight.
+        # recorded even after end(), which waits for uploads in flight. Past the full-queue
+        # policy, as flush barriers are: raising (or blocking the event loop) here would leave
+        # the bytes stored and unrecorded, and the queue outgrows max_queue by one record only.
         self._q.put(
             Op(
                 RecordArtifact(
                     run_id=self.run_id, path=info.path, size=info.size, sha256=info.sha256,
                     content_type=info.content_type,
                 )
-            )
+            ),
+            bypass_policy=True,
         )  # fmt: skip
 
     async def log_artifact(
