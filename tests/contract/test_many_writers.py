@@ -49,7 +49,9 @@ async def test_many_processes_append_every_event_once_in_commit_order(
                 if not any(p.is_alive() for p in procs) and await store.head() <= last:
                     break  # the writers are done or dead: the checks below say which
                 assert time.monotonic() < deadline, f"follower stuck at {last} of {total}"
-                await asyncio.sleep(0.002)  # a follower polls: there is no change feed to await
+                # Read by position as a follower does (EventLog.follow polls the same way),
+                # here with a stop condition of its own.
+                await asyncio.sleep(0.002)
         for p in procs:
             await asyncio.to_thread(p.join, TIMEOUT)
             assert p.exitcode == 0, f"writer process failed with exit code {p.exitcode}"
