@@ -49,6 +49,7 @@ class SyncRun:
         # The very methods of the async Run, not wrappers: the hot path stays one call.
         self.log_metric = run.log_metric
         self.log_metrics = run.log_metrics
+        self.log_metric_array = run.log_metric_array
         self.log_param = run.log_param
         self.log_params = run.log_params
         self.set_tag = run.set_tag

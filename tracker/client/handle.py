@@ -8,12 +8,14 @@ import time
 from array import array
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import numpy as np
 
 from tracker.artifacts.base import ArtifactInfo
 from tracker.artifacts.runs import encode_dict
 from tracker.commands import LogBatch, LogInputs, RecordArtifact, UpdateRun
-from tracker.errors import InvalidStateError, ParamConflictError
+from tracker.errors import InvalidInputError, InvalidStateError, ParamConflictError, QueueFullError
 from tracker.events import DatasetInput, MetricSeries
 from tracker.validation import (
     _VALID_KEYS,
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
     from tracker.client.core import Core
 
 _time_ns = time.time_ns
+
+
+ARRAY_PIECE: Final = 100_000
+"""Points of one queued piece of log_metric_array: one event each, like a writer's batch."""
 
 
 def _now_ms() -> int:
@@ -196,6 +202,71 @@ class Run:
             cols[2].append(value)
         if self._q.parked:
             self._q.wake()
+
+    def log_metric_array(
+        self,
+        key: str,
+        values: Any,
+        steps: Any = None,
+        timestamps: Any = None,
+    ) -> int:
+        """Queue many points of one metric from arrays a loop already holds (numpy arrays or
+        any sequences of numbers): `values` (real numbers; NaN and ±Inf kept), `steps`
+        (int64; default 0, 1, ..., n-1) and `timestamps` (ms since the epoch; default now for
+        every point), all of one length. Validated and queued whole: a bad column, or a queue
+        too full under on_full="raise", refuses the whole call. Returns the points queued.
+
+        The points travel in pieces of at most ARRAY_PIECE points, each one queued item: with
+        on_full="spill" they are queued past max_queue (they are the caller's arrays, already
+        in memory), and with on_full="block" the call waits for room piece by piece."""
+        self._check_live()
+        validate_key(key, "metric key")
+        vals = np.asarray(values)
+        if vals.ndim != 1:
+            raise InvalidInputError(
+                f"metric {key!r}: values must be a 1-D array, got shape {vals.shape}"
+            )
+        n = len(vals)
+        if vals.dtype.kind not in "biuf":
+            raise InvalidInputError(
+                f"metric {key!r}: values must be real numbers, got an array of {vals.dtype}"
+            )
+        steps_col = np.arange(n, dtype=np.int64) if steps is None else steps
+        ts_col = np.full(n, _now_ms(), dtype=np.int64) if timestamps is None else timestamps
+        series = MetricSeries(key, steps_col, ts_col, vals.astype(np.float64, copy=False))
+        if n and int(series.timestamps.min()) < 0:
+            raise InvalidInputError(f"metric {key!r}: timestamps must be non-negative (ms)")
+        if n == 0:
+            return 0
+        ops = [
+            Op(
+                LogBatch(
+                    run_id=self.run_id,
+                    series=(
+                        MetricSeries(
+                            key,
+                            series.steps[i : i + ARRAY_PIECE],
+                            series.timestamps[i : i + ARRAY_PIECE],
+                            series.values[i : i + ARRAY_PIECE],
+                        ),
+                    ),
+                )
+            )
+            for i in range(0, n, ARRAY_PIECE)
+        ]
+        q = self._q
+        if q.on_full == "block":
+            for op in ops:
+                q.put(op)
+            return n
+        if q.on_full == "raise" and len(q) + len(ops) > q.max_queue:
+            raise QueueFullError(
+                f"the tracker queue holds {len(q):,} items and has no room for {len(ops)} "
+                'more; await tk.flush() first, raise max_queue, or use on_full="spill"'
+            )
+        for op in ops:
+            q.put(op, bypass_policy=True)
+        return n
 
     def _enqueue(self, command: LogBatch | LogInputs | RecordArtifact) -> None:
         self._check_live()
