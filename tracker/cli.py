@@ -9,6 +9,7 @@ import math
 import os
 import posixpath
 import random
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Final, TypeVar
 
 import click
 import orjson
+import stamina
 from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
@@ -35,7 +37,8 @@ from rich.table import Table
 from tracker.artifacts.base import ArtifactEntry
 from tracker.client import Tracker
 from tracker.entities import Experiment, Metric, RunView
-from tracker.errors import NotFoundError, TrackerError
+from tracker.errors import NotFoundError, StoreUnavailableError, TrackerError
+from tracker.events import run_stream
 from tracker.projections import default_projections
 from tracker.projections.runner import ProjectionRunner
 from tracker.serialization import recorded_to_json
@@ -56,6 +59,10 @@ _WIDE: Final = 200
 """Columns for tables written to a pipe or file: wide enough that run ids never wrap."""
 _SHOWN_ARTIFACTS: Final = 1000
 _PAGE: Final = 1000
+_FOLLOW_POLL: Final = 0.2
+"""Seconds between reads of the log while `replay --follow` waits for new events."""
+_FOLLOW_OUTAGE: Final = 60.0
+"""How long `replay --follow` retries a store that cannot be reached before it gives up."""
 
 uri_option = click.option(
     "--backend-store-uri",
@@ -433,14 +440,27 @@ def _parse_until(value: str | None) -> int | datetime | None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the JSON lines to this file (with a progress display) instead of stdout.",
 )
-def replay(uri: str | None, run_id: str, until: str | None, output: Path | None) -> None:
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="After the history, print each new event as it commits, until Ctrl-C or SIGTERM "
+    "(exit 0). Polls the log of a local or database store; a tracking server's URI is not "
+    "taken here (its stream is GET /api/tracker/v1/events/stream).",
+)
+def replay(
+    uri: str | None, run_id: str, until: str | None, output: Path | None, follow: bool
+) -> None:
     """A run's events in order, as JSON lines."""
     at = _parse_until(until)
+    if follow and at is not None:
+        raise click.UsageError("--follow prints events as they commit: give it without --until")
 
     async def go() -> int:
         async with _open(uri) as tk:
             sink = output.open("wb") if output is not None else sys.stdout.buffer
             count = 0
+            last = 0
             try:
                 # On a terminal the events themselves show the progress.
                 shown = output is not None or not sys.stdout.isatty()
@@ -449,15 +469,19 @@ def replay(uri: str | None, run_id: str, until: str | None, output: Path | None)
                     async for rec in tk.replay(run_id, until=at):
                         sink.write(orjson.dumps(recorded_to_json(rec)) + b"\n")
                         count += 1
+                        last = rec.position
                         if count % 500 == 0:
                             progress.update(task, completed=count)
+                if not count:
+                    await tk.get_run(run_id)  # a NotFoundError says the run does not exist
+                if follow:
+                    sink.flush()
+                    count += await _follow_run(tk, run_id, last, sink)
             finally:
                 if output is not None:
                     sink.close()
                 else:
                     sink.flush()
-            if not count:
-                await tk.get_run(run_id)  # a NotFoundError says the run does not exist
             return count
 
     try:
@@ -469,6 +493,44 @@ def replay(uri: str | None, run_id: str, until: str | None, output: Path | None)
         raise click.ClickException(f"no events for run {run_id} up to {until}")
     if output is not None:
         _err().print(f"{count:,} events written to {escape(str(output))}")
+
+
+async def _follow_run(tk: Tracker, run_id: str, after: int, sink: Any) -> int:
+    """Print the run's events after position `after` as they commit, until SIGINT or SIGTERM;
+    how many were printed. Reads the run's stream by position (positions follow commit order,
+    so an event that commits late is not skipped); a store that drops out is retried."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not on Windows, nor outside the main thread (click's test runner): Ctrl-C then
+        # interrupts as it does everywhere else.
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    stream = run_stream(run_id)
+    count = 0
+    try:
+        while not stop.is_set():
+            async for attempt in stamina.retry_context(
+                on=StoreUnavailableError, attempts=None, timeout=_FOLLOW_OUTAGE,
+                wait_initial=0.05, wait_max=2.0, wait_jitter=0.2,
+            ):  # fmt: skip
+                with attempt:
+                    page = await tk.log.read_stream(stream, after=after, limit=_PAGE)
+            for rec in page:
+                sink.write(orjson.dumps(recorded_to_json(rec)) + b"\n")
+                after = rec.position
+            count += len(page)
+            sink.flush()
+            if len(page) < _PAGE:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(_FOLLOW_POLL):
+                        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return count
 
 
 @main.command()

@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
@@ -24,12 +24,14 @@ from tracker.commands import Command, CreateExperiment
 from tracker.errors import (
     AlreadyExistsError,
     DeadlineExceededError,
+    InvalidInputError,
     InvalidStateError,
+    NotFoundError,
     StoreUnavailableError,
     TrackerError,
 )
 from tracker.events import DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME
-from tracker.handler import Accepted, CommandHandler
+from tracker.handler import Accepted, CommandHandler, Outcome
 from tracker.projections import default_projections
 from tracker.projections.queries import Queries
 from tracker.projections.runner import ProjectionRunner
@@ -307,6 +309,53 @@ class Core:
         self._check_open()
         return await self._writer.submit(command)
 
+    async def submit_commands(
+        self, commands: Sequence[Command], *, check_stored: bool = True
+    ) -> list[Outcome]:
+        """Decide and store `commands` through the writer, in order (group-committed with
+        whatever else is queued); an outcome per command: Accepted once it is durable and in
+        the views, or the TrackerError the write rules refused it with (the others are
+        stored all the same).
+
+        With `check_stored`, a command whose id is in the log already is Accepted at the log's
+        head without being decided again, and so is a refused one whose id is found in the log
+        afterwards (a copy sent at the same time stored it): a batch sent twice, even twice at
+        once, stores nothing twice. Anything but a refusal (the store failing for longer than
+        the write timeout, a full queue) is raised instead: whether the commands were stored is
+        then unknown, and sending them again is safe."""
+        self._check_open()
+        outcomes: list[Outcome | None] = [None] * len(commands)
+        if check_stored and commands:
+            await self._mark_stored(commands, range(len(commands)), outcomes)
+        todo = [i for i, o in enumerate(outcomes) if o is None]
+        # One task per command, created in order: each queues its command when it first runs,
+        # so the batch keeps its order and usually lands in one of the writer's batches.
+        tasks = [asyncio.ensure_future(self._writer.submit(commands[i])) for i in todo]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        refused: list[int] = []
+        for i, result in zip(todo, results, strict=True):
+            if isinstance(result, _REFUSALS):
+                refused.append(i)
+            elif isinstance(result, BaseException):
+                raise result
+            outcomes[i] = result
+        if check_stored and refused:
+            await self._mark_stored(commands, refused, outcomes)
+        return [o if o is not None else Accepted(0) for o in outcomes]
+
+    async def _mark_stored(
+        self, commands: Sequence[Command], indices: Sequence[int], outcomes: list[Outcome | None]
+    ) -> None:
+        """Set the outcome of each command (among `indices`) whose id is in the log."""
+        ids = [commands[i].command_id for i in indices]
+        stored = await self._retry_outage(lambda: self.log.known_ids(ids))
+        if not stored:
+            return
+        head = await self._retry_outage(self.log.head)
+        for i in indices:
+            if commands[i].command_id in stored:
+                outcomes[i] = Accepted(head)
+
     async def _sync(self) -> None:
         """Before a read: our own writes flushed, and others' appends projected."""
         if self._writer.pending():
@@ -371,6 +420,10 @@ class Core:
         # A fixed command id: processes racing to create it store one between them.
         with contextlib.suppress(AlreadyExistsError):
             await self._submit(command)
+
+
+_REFUSALS: Final = (InvalidInputError, NotFoundError, AlreadyExistsError, InvalidStateError)
+"""What the write rules refuse a command with: an outcome of that command, not of its batch."""
 
 
 def _same(a: object, b: object) -> bool:

@@ -15,7 +15,7 @@ from typing import Final
 from aiohttp import web
 
 from tracker.client import Tracker
-from tracker.server import artifacts_proxy, mlflow_rest
+from tracker.server import artifacts_proxy, mlflow_rest, native
 from tracker.server.artifacts_proxy import ArtifactProxy
 from tracker.server.config import ServerConfig
 from tracker.server.errors import (
@@ -122,15 +122,16 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     mlflow_rest.add_routes(app)
     artifacts_proxy.add_routes(app)
+    native.add_routes(app)
     return app
 
 
 async def serve(
     app: web.Application, sock: socket.socket, shutdown_timeout: float, stop: asyncio.Event
 ) -> None:
-    """Serve `app` on the listening `sock` until `stop` is set; then stop accepting, let the
-    requests in progress finish (up to `shutdown_timeout`), and clean up: the Tracker's
-    writer drains into the store before this returns."""
+    """Serve `app` on the listening `sock` until `stop` is set; then stop accepting, end the
+    open event streams, let the requests in progress finish (up to `shutdown_timeout`), and
+    clean up: the Tracker's writer drains into the store before this returns."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()  # opens the Tracker: a store that cannot open raises here
     try:
@@ -138,6 +139,7 @@ async def serve(
         await site.start()
         await stop.wait()
         await site.stop()
+        await native.close_streams(app)  # event streams never end on their own
         await app[IN_FLIGHT].drain(shutdown_timeout)
     finally:
         await runner.cleanup()

@@ -12,6 +12,9 @@ PROXY_ARTIFACT_ROOT: Final = "mlflow-artifacts:/"
 # dataset profile of up to 16 MiB (MLflow's limit), and JSON escaping can double that.
 DEFAULT_MAX_REQUEST_BYTES: Final = 40 << 20
 DEFAULT_REQUEST_TIMEOUT: Final = 60.0
+DEFAULT_MAX_BATCH_COMMANDS: Final = 10_000
+DEFAULT_STREAM_HEARTBEAT: Final = 15.0
+DEFAULT_STREAM_POLL_INTERVAL: Final = 0.1
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -28,6 +31,11 @@ class ServerConfig:
     longest pause allowed between two chunks of an upload. metrics_interval: how often the
     writer's statistics are sampled into /metrics, in seconds. spool_dir: where uploads wait
     before they are stored (default: the system's temporary directory).
+    max_batch_commands: the most commands one POST to the native API may carry (its body is
+    bounded by max_request_bytes too). stream_heartbeat: seconds between the comments an
+    open event stream sends while nothing commits (they keep proxies from closing it).
+    stream_poll_interval: how often the head of the log is polled for open streams (one
+    query per interval for all of them, none while no stream is open).
     """
 
     backend_store_uri: str = DEFAULT_BACKEND_STORE_URI
@@ -38,6 +46,9 @@ class ServerConfig:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     metrics_interval: float = 1.0
     spool_dir: str | None = None
+    max_batch_commands: int = DEFAULT_MAX_BATCH_COMMANDS
+    stream_heartbeat: float = DEFAULT_STREAM_HEARTBEAT
+    stream_poll_interval: float = DEFAULT_STREAM_POLL_INTERVAL
 
     @property
     def artifact_root(self) -> str | None:
