@@ -17,6 +17,7 @@ from tracker.errors import (
     WriterError,
 )
 from tracker.events import DatasetInput
+from tracker.projections.downsampling import MetricBuckets
 from tracker.sync import SyncRun, SyncTracker
 from tracker.writer import WriterStatistics
 
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidStateError",
     "Metric",
+    "MetricBuckets",
     "NotFoundError",
     "Page",
     "ParamConflictError",

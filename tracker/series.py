@@ -188,6 +188,42 @@ def _point(steps: Ints, timestamps: Ints, values: Floats, i: int) -> Point:
     return Point(int(steps[i]), int(timestamps[i]), float(values[i]))
 
 
+@dataclass(frozen=True, slots=True)
+class Summaries:
+    """The Summary of many chunks as columns, one element per chunk (what `buckets` takes
+    from a store without building a Summary per chunk): `n`, `nan_count`, `min_step`,
+    `max_step`, and the `first`, `last`, `min` and `max` points. A chunk whose points are all
+    NaN has its first point as min and max."""
+
+    n: Ints
+    nan_count: Ints
+    min_step: Ints
+    max_step: Ints
+    first: Columns
+    last: Columns
+    min: Columns
+    max: Columns
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+    @classmethod
+    def of(cls, items: Iterable[Summary]) -> Summaries:
+        """The columns of Summary objects."""
+        chunks = list(items)
+
+        def ints(name: str) -> Ints:
+            return int_column([getattr(s, name) for s in chunks], f"summary {name}")
+
+        def pts(name: str) -> Columns:
+            ps = [getattr(s, name) or s.first for s in chunks]
+            return columns([p.step for p in ps], [p.timestamp for p in ps],
+                           [p.value for p in ps], what=f"summary {name}")  # fmt: skip
+
+        return cls(ints("n"), ints("nan_count"), ints("min_step"), ints("max_step"),
+                   pts("first"), pts("last"), pts("min"), pts("max"))  # fmt: skip
+
+
 def summary(steps: Ints, timestamps: Ints, values: Floats) -> Summary:
     """The Summary of non-empty columns, in one vectorised pass over each (points may be in any
     order). Raises ValueError on empty columns."""
@@ -362,6 +398,12 @@ class Buckets:
     def __len__(self) -> int:
         return len(self.index)
 
+    def summaries(self) -> Summaries:
+        """The buckets as chunk summaries, so that a partial result can be passed back to
+        `buckets` with more points: each spans the steps of its first and last point."""
+        return Summaries(self.count, self.nan_count, self.first[0], self.last[0], self.first,
+                         self.last, self.min, self.max)  # fmt: skip
+
 
 def _reduce(steps: Ints, timestamps: Ints, values: Floats, lower: Ints, end_step: int) -> Buckets:
     """Buckets of points in history order, all inside the range."""
@@ -401,7 +443,7 @@ def buckets(
     end_step: int,
     n: int,
     *,
-    summaries: Iterable[Summary] = (),
+    summaries: Iterable[Summary] | Summaries = (),
 ) -> Buckets:
     """Downsample for a chart: split start_step..end_step (both included) into the buckets of
     bucket_bounds(start_step, end_step, n) and describe each non-empty one by its count, NaN
@@ -409,9 +451,9 @@ def buckets(
     keeps every spike and both ends.
 
     Points may come in any order; those outside the range are ignored; duplicates are counted
-    as given. `summaries` adds chunks whose points are not passed: each must lie wholly in one
-    bucket (bucket_holding is not None, else InvalidInputError), and the result is exactly the
-    one its points would give. Points already in history order cost a few vectorised passes;
+    as given. `summaries` (Summary objects, or Summaries) adds chunks whose points are not
+    passed: each must lie wholly in one bucket (bucket_holding is not None, else
+    InvalidInputError), and the result is exactly the one its points would give. Points already in history order cost a few vectorised passes;
     others are sorted first (see merge)."""
     steps, timestamps, values = columns(steps, timestamps, values, what="buckets")
     lower = bucket_bounds(start_step, end_step, n)
@@ -422,26 +464,28 @@ def buckets(
     if order is not None:
         steps, timestamps, values = steps[order], timestamps[order], values[order]
     out = _reduce(steps, timestamps, values, lower, end_step)
-    chunks = list(summaries)
-    if not chunks:
+    chunks = summaries if isinstance(summaries, Summaries) else Summaries.of(summaries)
+    if not len(chunks):
         return out
     counts = np.zeros(len(lower), dtype=np.int64)
     nans = np.zeros(len(lower), dtype=np.int64)
     counts[out.index], nans[out.index] = out.count, out.nan_count
+    # The bucket of each summary's first and last step, for all of them at once.
+    lo_at = np.searchsorted(lower, chunks.min_step, side="right") - 1
+    hi_at = np.searchsorted(lower, chunks.max_step, side="right") - 1
+    bad = (chunks.min_step < start_step) | (chunks.max_step > end_step) | (lo_at != hi_at)
+    if bad.any():
+        i = int(bad.argmax())
+        raise InvalidInputError(
+            f"a summary of steps {chunks.min_step[i]}..{chunks.max_step[i]} does not lie "
+            f"inside one bucket of {start_step}..{end_step} in {n}: unpack that chunk and "
+            "pass its points"
+        )
+    np.add.at(counts, lo_at, chunks.n)
+    np.add.at(nans, lo_at, chunks.nan_count)
     # The union's first, last, min and max are among the parts' own: reduce those candidates.
-    cand: list[Columns] = [out.first, out.last, out.min, out.max]
-    for s in chunks:
-        b = bucket_holding(start_step, end_step, n, s.min_step, s.max_step)
-        if b is None:
-            raise InvalidInputError(
-                f"a summary of steps {s.min_step}..{s.max_step} does not lie inside one bucket "
-                f"of {start_step}..{end_step} in {n}: unpack that chunk and pass its points"
-            )
-        counts[b] += s.n
-        nans[b] += s.nan_count
-        pts = [p for p in (s.first, s.last, s.min, s.max) if p is not None]
-        cand.append(columns([p.step for p in pts], [p.timestamp for p in pts],
-                            [p.value for p in pts], what="summary"))  # fmt: skip
+    cand = [out.first, out.last, out.min, out.max, chunks.first, chunks.last, chunks.min,
+            chunks.max]  # fmt: skip
     cs, ct, cv = (np.concatenate([c[j] for c in cand]) for j in range(3))
     order = _history_order(cs, ct, _order_key(cv))
     if order is not None:
@@ -449,3 +493,24 @@ def buckets(
     out = _reduce(cs, ct, cv, lower, end_step)
     return Buckets(out.index, out.lower, out.upper, counts[out.index], nans[out.index],
                    out.first, out.last, out.min, out.max)  # fmt: skip
+
+
+def ntile_sample(total: int, max_results: int) -> Ints:
+    """Indices of the points MLflow's SQL store returns from `total` points in history order
+    when asked for at most `max_results` (get-history-bulk-interval): NTILE(max_results) over
+    the points, the first point of each tile, and the last point, which replaces the final
+    sample when there are max_results already. Increasing; every point when total <=
+    max_results; only the last when max_results is 1."""
+    if max_results < 1:
+        raise InvalidInputError(f"max_results must be at least 1, got {max_results}")
+    if total <= 0:
+        return np.empty(0, dtype=np.int64)
+    if total <= max_results:
+        return np.arange(total, dtype=np.int64)
+    # NTILE gives the first total % m tiles one point more than the others.
+    q, r = divmod(total, max_results)
+    tiles = np.arange(max_results, dtype=np.int64)
+    picks: Ints = tiles * q + np.minimum(tiles, r)
+    if picks[-1] != total - 1:
+        picks[-1] = total - 1
+    return picks

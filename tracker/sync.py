@@ -16,9 +16,12 @@ from typing import Any, Final, Self, TypeVar
 
 from tracker.artifacts.base import ArtifactEntry, ArtifactInfo
 from tracker.client import Run, Tracker, exit_status
+from tracker.commands import Command
 from tracker.entities import Experiment, Metric, Page, RunView
 from tracker.errors import InvalidStateError
 from tracker.events import DEFAULT_EXPERIMENT_ID, DatasetInput, RecordedEvent
+from tracker.handler import Outcome
+from tracker.projections.downsampling import DEFAULT_BUCKETS, MetricBuckets
 from tracker.projections.queries import DEFAULT_HISTORY_PAGE, Points
 from tracker.stores.base import Database, EventLog, SqlEventStore
 from tracker.writer import (
@@ -217,6 +220,12 @@ class SyncTracker:
         the log position reached."""
         return self._call(self._tracker.flush(timeout))
 
+    def submit_commands(
+        self, commands: Sequence[Command], *, check_stored: bool = True
+    ) -> list[Outcome]:
+        """Decide and store a batch of commands (see Tracker.submit_commands)."""
+        return self._call(self._tracker.submit_commands(commands, check_stored=check_stored))
+
     def statistics(self) -> WriterStatistics:
         return self._tracker.statistics()
 
@@ -238,9 +247,19 @@ class SyncTracker:
         return self._call(self._tracker.get_experiment_by_name(name))
 
     def search_experiments(
-        self, view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None
+        self,
+        view_type: str = "ACTIVE_ONLY",
+        max_results: int = 1000,
+        page_token: str | None = None,
+        *,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
     ) -> Page[Experiment]:
-        return self._call(self._tracker.search_experiments(view_type, max_results, page_token))
+        return self._call(
+            self._tracker.search_experiments(
+                view_type, max_results, page_token, filter_string=filter_string, order_by=order_by
+            )
+        )
 
     def rename_experiment(self, experiment_id: str, new_name: str) -> None:
         self._call(self._tracker.rename_experiment(experiment_id, new_name))
@@ -301,14 +320,18 @@ class SyncTracker:
     def search_runs(
         self,
         experiment_ids: Sequence[str] | str | None = None,
+        filter_string: str | None = None,
         *,
         status: str | None = None,
         view_type: str = "ACTIVE_ONLY",
+        run_view_type: str | None = None,
         max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
         page_token: str | None = None,
     ) -> Page[RunView]:
         found = self._tracker.search_runs(
-            experiment_ids, status=status, view_type=view_type, max_results=max_results,
+            experiment_ids, filter_string, status=status, view_type=view_type,
+            run_view_type=run_view_type, max_results=max_results, order_by=order_by,
             page_token=page_token,
         )  # fmt: skip
         return self._call(found)
@@ -336,6 +359,22 @@ class SyncTracker:
         """Every point of a metric as numpy arrays (see Tracker.get_metric_series)."""
         return self._call(
             self._tracker.get_metric_series(run_id, key, start_step=start_step, end_step=end_step)
+        )
+
+    def get_metric_buckets(
+        self,
+        run_ids: str | Sequence[str],
+        key: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        buckets: int = DEFAULT_BUCKETS,
+    ) -> list[MetricBuckets]:
+        """A metric downsampled for a chart, per run (see Tracker.get_metric_buckets)."""
+        return self._call(
+            self._tracker.get_metric_buckets(
+                run_ids, key, start_step=start_step, end_step=end_step, buckets=buckets
+            )
         )
 
     def projection_errors(self) -> list[Any]:

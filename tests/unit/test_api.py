@@ -13,7 +13,7 @@ def test_public_api_is_pinned() -> None:
     """Changing what `import tracker` offers is a deliberate act: update this list with it."""
     assert sorted(tracker.__all__) == [
         "AlreadyExistsError", "ConcurrencyError", "DatasetInput", "DeadlineExceededError", "Experiment", "InvalidInputError",
-        "InvalidStateError", "Metric", "NotFoundError", "Page", "ParamConflictError", "QueueFullError",
+        "InvalidStateError", "Metric", "MetricBuckets", "NotFoundError", "Page", "ParamConflictError", "QueueFullError",
         "Run", "RunData", "RunInfo", "RunNotActiveError", "RunView", "StoreError", "SyncRun", "SyncTracker", "Tracker", "TrackerError",
         "WriterError", "WriterStatistics",
     ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tracker.client.core import Core
@@ -49,11 +49,23 @@ class Experiments(Core):
         return await self._read(lambda s: self.queries.get_experiment_by_name(s, name))
 
     async def search_experiments(
-        self, view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None
+        self,
+        view_type: str = "ACTIVE_ONLY",
+        max_results: int = 1000,
+        page_token: str | None = None,
+        *,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
     ) -> Page[Experiment]:
+        """Experiments matching `filter_string` (MLflow's grammar: `name LIKE 'prod-%'`,
+        `tags.team = 'ml'`, `creation_time > 1700000000000`), ordered by `order_by` (name,
+        experiment_id, creation_time, last_update_time; default creation_time DESC)."""
         return await self._read(
-            lambda s: self.queries.search_experiments(s, view_type, max_results, page_token)
-        )
+            lambda s: self.queries.search_experiments(
+                s, view_type, max_results, page_token, filter_string=filter_string,
+                order_by=order_by,
+            )
+        )  # fmt: skip
 
     async def rename_experiment(self, experiment_id: str, new_name: str) -> None:
         await self._submit(RenameExperiment(experiment_id=str(experiment_id), new_name=new_name))

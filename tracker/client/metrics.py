@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tracker.client.core import Core
 from tracker.entities import Metric, Page
+from tracker.projections.downsampling import DEFAULT_BUCKETS, MetricBuckets, metric_buckets
 from tracker.projections.queries import DEFAULT_HISTORY_PAGE, Points
 
 
@@ -37,3 +40,26 @@ class Metrics(Core):
                 s, run_id, key, start_step=start_step, end_step=end_step
             )
         )
+
+    async def get_metric_buckets(
+        self,
+        run_ids: str | Sequence[str],
+        key: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        buckets: int = DEFAULT_BUCKETS,
+    ) -> list[MetricBuckets]:
+        """A metric downsampled for a chart, per run (a run id or several), in the order
+        given: the steps start_step..end_step (both included; by default from the smallest to
+        the largest step any of the runs has, so all share bucket bounds) split into `buckets`
+        equal-width ranges, and for each non-empty one its count, NaN count, and first, last,
+        min and max point (tracker.series.Buckets). Every spike survives as some bucket's min
+        or max, whatever the length of the series. `buckets` is 1 to MAX_BUCKETS."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        return await self._read(
+            lambda s: metric_buckets(
+                self.queries, s, ids, key, start_step=start_step, end_step=end_step,
+                buckets=buckets,
+            )
+        )  # fmt: skip

@@ -128,24 +128,34 @@ class Runs(Experiments):
     async def search_runs(
         self,
         experiment_ids: Sequence[str] | str | None = None,
+        filter_string: str | None = None,
         *,
         status: str | None = None,
         view_type: str = "ACTIVE_ONLY",
+        run_view_type: str | None = None,
         max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
         page_token: str | None = None,
     ) -> Page[RunView]:
-        """Runs of the given experiments (default: Default), newest first."""
+        """Runs of the given experiments (default: Default) matching `filter_string` (MLflow's
+        search grammar: `metrics.acc > 0.9 AND params.lr = '0.1' AND tags.team LIKE 'ml%'`),
+        ordered by `order_by` (e.g. `["metrics.acc DESC"]`, then start_time DESC and run_id),
+        filtered and sorted in the database. `run_view_type` is MLflow's name for `view_type`
+        (ACTIVE_ONLY, DELETED_ONLY or ALL). A malformed filter or order_by is an
+        InvalidInputError naming the column and token where it broke."""
         if experiment_ids is None:
             experiment_ids = [DEFAULT_EXPERIMENT_ID]
         elif isinstance(experiment_ids, str):
             experiment_ids = [experiment_ids]
         if status is not None:
             validate_status(status)
+        if run_view_type is not None:
+            view_type = run_view_type
         ids = [str(e) for e in experiment_ids]
         return await self._read(
             lambda s: self.queries.search_runs(
                 s, ids, status=status, view_type=view_type, max_results=max_results,
-                page_token=page_token,
+                page_token=page_token, filter_string=filter_string, order_by=order_by,
             )
         )  # fmt: skip
 

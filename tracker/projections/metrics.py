@@ -40,8 +40,10 @@ def chunk_summary(s: MetricSeries) -> dict[str, Any]:
         "n": sm.n, "min_step": sm.min_step, "max_step": sm.max_step, "nan_count": sm.nan_count,
         "min_value": None if sm.min is None else sm.min.value,
         "min_value_step": None if sm.min is None else sm.min.step,
+        "min_value_ts": None if sm.min is None else sm.min.timestamp,
         "max_value": None if sm.max is None else sm.max.value,
         "max_value_step": None if sm.max is None else sm.max.step,
+        "max_value_ts": None if sm.max is None else sm.max.timestamp,
         "first_step": sm.first.step, "first_ts": sm.first.timestamp,
         "first_value": _or_none(sm.first.value),
         "last_step": sm.last.step, "last_ts": sm.last.timestamp,
@@ -59,7 +61,8 @@ class MetricsProjection(Projection):
     the log; history reads slice them out of it."""
 
     name = "metrics"
-    version = 1
+    # 2: chunk summaries name their min and max points' timestamps (tracker.series.Summary).
+    version = 2
     tables = (latest_metrics, metric_chunks)
     ignores = frozenset(t for t in EVENT_TYPES.values() if t is not MetricsLogged)
 

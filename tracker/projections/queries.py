@@ -13,13 +13,18 @@ from typing import Any, Final
 import numpy as np
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from tracker import series
 from tracker.entities import DatasetInputInfo, Experiment, Metric, Page, RunData, RunInfo, RunView
 from tracker.errors import InvalidInputError
 from tracker.events import ACTIVE, DELETED
+from tracker.search.grammar import (
+    parse_experiment_filter,
+    parse_experiment_order_by,
+    parse_run_filter,
+    parse_run_order_by,
+)
+from tracker.search.sql import RUN_COLUMNS, Term, experiment_search, fingerprint, run_search
 from tracker.serialization import unpack_series
 from tracker.stores.base import Database, EventLog, Row, Session
 from tracker.stores.schema import (
@@ -98,6 +103,62 @@ def decode_token(
     return out
 
 
+def _foreign_token(token: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"Invalid page token {token[:40]!r}: it belongs to another query (another filter, "
+        "order_by, experiments or view type); pass a token back only to the query that "
+        "returned it"
+    )
+
+
+def _cursor_json(terms: Sequence[Term], values: Sequence[Any]) -> list[Any]:
+    """A run search cursor as JSON: floats as their repr (JSON has no Infinity)."""
+    out: list[Any] = []
+    for term, value in zip(terms, values, strict=True):
+        if value is None:
+            out.append(None)
+        elif term.type == "float":
+            out.append(repr(float(value)))
+        elif term.type == "text":
+            out.append(str(value))
+        else:
+            out.append(int(value))
+    return out
+
+
+def _run_cursor(token: str, fp: str, terms: Sequence[Term]) -> list[Any]:
+    """The cursor a search_runs token carries, every value checked against its term's type."""
+    tok = decode_token(token, "runs", {"fp": str, "c": list})
+    if tok["fp"] != fp:
+        raise _foreign_token(token)
+    bad = InvalidInputError(
+        f"Invalid page token {token[:40]!r}: pass back a next_page_token we returned, "
+        "unchanged, to the same query"
+    )
+    values: list[Any] = tok["c"]
+    if len(values) != len(terms):
+        raise bad
+    cursor: list[Any] = []
+    for term, value in zip(terms, values, strict=True):
+        try:
+            if value is None and term.type != "rank":
+                cursor.append(None)
+            elif term.type == "float" and isinstance(value, str):
+                number = float(value)
+                if math.isnan(number):
+                    raise bad
+                cursor.append(number)
+            elif term.type == "text" and isinstance(value, str):
+                cursor.append(validate_text(value, "page_token"))
+            elif term.type in ("int", "rank") and type(value) is int:
+                cursor.append(validate_int64("page_token", value))
+            else:
+                raise bad
+        except (ValueError, InvalidInputError):
+            raise bad from None
+    return cursor
+
+
 def _stages(view_type: str) -> tuple[str, ...]:
     try:
         return VIEW_TYPES[view_type]
@@ -127,15 +188,9 @@ _EXPERIMENT_IDS: Final = sa.select(X.c.experiment_id)
 _GET_RUN: Final = sa.select(*_RUN_COLUMNS).where(R.c.run_id == sa.bindparam("rid"))
 
 
-@lru_cache(maxsize=16)
 def _search_experiments(stages: tuple[str, ...]) -> Statement:
-    return (
-        sa.select(*_EXP_COLUMNS)
-        .where(X.c.lifecycle_stage.in_([sa.literal(v) for v in stages]))
-        .order_by(X.c.creation_time.desc(), X.c.experiment_id)
-        .limit(sa.bindparam("limit"))
-        .offset(sa.bindparam("offset"))
-    )
+    """The unfiltered search_experiments statement (default order), for SQL Server checks."""
+    return experiment_search("sqlite", (), (), stages)[0]
 
 
 @lru_cache(maxsize=64)
@@ -152,50 +207,12 @@ def _experiment_tags(n: int) -> Statement:
     )
 
 
-class _Bytewise(sa.sql.functions.FunctionElement[str]):
-    """A text column compared and sorted by code point on every backend (as Python compares
-    str), whatever the database's default collation: MariaDB's columns are created binary and
-    SQLite's BINARY is the default, but a PostgreSQL database may sort by a locale."""
-
-    type = sa.Unicode()
-    name = "bytewise"
-    inherit_cache = True
-
-
-@compiles(_Bytewise)
-def _compile_bytewise(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(_Bytewise, "postgresql")
-def _compile_bytewise_postgresql(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
-    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
-
-
-@lru_cache(maxsize=128)
 def _search_runs(
     n_experiments: int, stages: tuple[str, ...], status: bool, after: bool
 ) -> Statement:
-    where: list[sa.ColumnElement[bool]] = [
-        R.c.experiment_id.in_(in_list(n_experiments, "e")),
-        R.c.lifecycle_stage.in_([sa.literal(v) for v in stages]),
-    ]
-    if status:
-        where.append(R.c.status == sa.bindparam("status"))
-    if after:
-        t: sa.BindParameter[int] = sa.bindparam("after_time")
-        where.append(
-            sa.or_(
-                R.c.start_time < t,
-                sa.and_(R.c.start_time == t, _Bytewise(R.c.run_id) > sa.bindparam("after_id")),
-            )
-        )
-    return (
-        sa.select(*_RUN_COLUMNS)
-        .where(*where)
-        .order_by(R.c.start_time.desc(), _Bytewise(R.c.run_id))
-        .limit(sa.bindparam("limit"))
-    )
+    """The unfiltered search_runs statement (default order), for SQL Server checks."""
+    search = run_search("mssql", (), (), stages=stages, status="RUNNING" if status else None)
+    return search.statement(n_experiments, (0, "") if after else None)
 
 
 _METRIC_KEYS: Final = (
@@ -353,22 +370,30 @@ class Queries:
 
     async def search_experiments(
         self, s: Session, view_type: str = "ACTIVE_ONLY", max_results: int = 1000,
-        page_token: str | None = None,
+        page_token: str | None = None, *, filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
     ) -> Page[Experiment]:  # fmt: skip
-        """Newest first (creation_time DESC, experiment_id ASC), offset-paged."""
+        """Experiments matching MLflow's search_experiments filter, in its order (default
+        creation_time DESC, experiment_id ASC), offset-paged as MLflow pages them: few
+        experiments are created while one pages through them. A token belongs to its query."""
         max_results = _check_max(max_results)
         stages = _stages(view_type)
+        comparisons = parse_experiment_filter(filter_string)
+        order = parse_experiment_order_by(order_by)
+        statement, params = experiment_search(self.db.family, comparisons, order, stages)
+        fp = fingerprint("experiments", comparisons, order, stages)
         offset = 0
         if page_token:
-            offset = decode_token(page_token, "experiments", {"offset": int})["offset"]
+            tok = decode_token(page_token, "experiments", {"offset": int, "fp": str})
+            if tok["fp"] != fp:
+                raise _foreign_token(page_token)
+            offset = tok["offset"]
             if offset < 0:
                 raise InvalidInputError("Invalid page token: a negative offset")
-        rows = await s.fetchall(
-            _search_experiments(stages), {"limit": max_results + 1, "offset": offset}
-        )
+        rows = await s.fetchall(statement, {**params, "limit": max_results + 1, "offset": offset})
         token = None
         if len(rows) > max_results:
-            token = encode_token("experiments", offset=offset + max_results)
+            token = encode_token("experiments", offset=offset + max_results, fp=fp)
         return Page(await self._experiments(s, rows[:max_results]), token)
 
     async def next_experiment_id(self, s: Session) -> int:
@@ -435,36 +460,45 @@ class Queries:
     async def search_runs(
         self, s: Session, experiment_ids: Sequence[str], *, status: str | None = None,
         view_type: str = "ACTIVE_ONLY", max_results: int = 1000, page_token: str | None = None,
+        filter_string: str | None = None, order_by: Sequence[str] | None = None,
     ) -> Page[RunView]:  # fmt: skip
-        """Runs of the given experiments, newest first (start_time DESC, then run_id by code
-        point), keyset-paged, so pages stay right while runs are being added."""
+        """Runs of the given experiments matching MLflow's filter grammar, in order_by's order
+        then start_time DESC and run_id (tracker.search.sql.run_search), filtered, sorted and
+        cut to a page by one SQL statement per 512 experiment ids.
+
+        Keyset-paged: a token holds the last run's sort values, so a run added or changed
+        while one pages through lands on a page not yet read or on none, and no run is
+        returned twice or skipped because others were added. (A run whose sort value changes
+        meanwhile, e.g. a newer latest metric, may move across the cursor.)"""
         max_results = _check_max(max_results)
         stages = _stages(view_type)
+        comparisons = parse_run_filter(filter_string)
+        order = parse_run_order_by(order_by)
         experiment_ids = list(dict.fromkeys(experiment_ids))
         if not experiment_ids:
             return Page([])
         if len(experiment_ids) > 1000:
             raise InvalidInputError("search at most 1000 experiments at once")
-        params: dict[str, Any] = {"limit": max_results + 1}
-        if status is not None:
-            params["status"] = status
-        if page_token:
-            tok = decode_token(page_token, "runs", {"start_time": int, "run_id": str})
-            params["after_time"], params["after_id"] = tok["start_time"], tok["run_id"]
+        search = run_search(self.db.family, comparisons, order, stages=stages, status=status)
+        fp = fingerprint("runs", comparisons, order, sorted(experiment_ids), stages, status)
+        cursor = None if not page_token else _run_cursor(page_token, fp, search.terms)
+        params: dict[str, Any] = {**search.params, "limit": max_results + 1}
+        if cursor is not None:
+            params.update(search.cursor_params(cursor))
         parts = chunks(experiment_ids)
         rows: list[Row] = []
         for part in parts:
-            statement = _search_runs(len(part), stages, status is not None, bool(page_token))
+            statement = search.statement(len(part), cursor)
             rows += await s.fetchall(statement, {**params, **in_params(part, "e")})
         if len(parts) > 1:
             # Each chunk's rows are in the search order; so is their merge, as the SQL sorts
-            # run ids by code point, as Python does.
-            rows.sort(key=lambda r: (-int(r[5]), r[0]))
+            # text by code point, as Python does.
+            rows.sort(key=search.sort_key)
             del rows[max_results + 1 :]
         token = None
         if len(rows) > max_results:
-            last = rows[max_results - 1]
-            token = encode_token("runs", start_time=int(last[5]), run_id=last[0])
+            last = rows[max_results - 1][len(RUN_COLUMNS) :]
+            token = encode_token("runs", fp=fp, c=_cursor_json(search.terms, last))
         return Page(await self.runs(s, rows[:max_results]), token)
 
     # -- metric histories ----------------------------------------------------------------------

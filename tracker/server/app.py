@@ -15,7 +15,7 @@ from typing import Final
 from aiohttp import web
 
 from tracker.client import Tracker
-from tracker.server import artifacts_proxy, mlflow_rest, native
+from tracker.server import artifacts_proxy, mlflow_rest, native, series_api
 from tracker.server.artifacts_proxy import ArtifactProxy
 from tracker.server.config import ServerConfig
 from tracker.server.errors import (
@@ -123,6 +123,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     mlflow_rest.add_routes(app)
     artifacts_proxy.add_routes(app)
     native.add_routes(app)
+    series_api.add_routes(app)
     return app
 
 

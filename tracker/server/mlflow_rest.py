@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tracker.entities import Metric
 from tracker.events import DEFAULT_EXPERIMENT_ID, RUN_STATUSES, DatasetInput
+from tracker.projections.downsampling import sample_history
 from tracker.projections.queries import DEFAULT_HISTORY_PAGE
 from tracker.server import artifacts_proxy
 from tracker.server.entities import (
@@ -25,6 +26,7 @@ from tracker.server.errors import RESOURCE_DOES_NOT_EXIST, RestError, invalid_pa
 from tracker.server.protocol import (
     Field,
     Message,
+    double,
     invalid_value,
     json_response,
     parse,
@@ -44,6 +46,11 @@ MAX_SEARCH_RESULTS: Final = 50_000
 DEFAULT_SEARCH_RESULTS: Final = 1000
 # An explicit max_results beyond this still gets a page token; no request builds more.
 MAX_HISTORY_PAGE: Final = 100_000
+# MLflow's limits for the UI's bulk reads (MAX_RUNS_GET_METRIC_HISTORY_BULK,
+# MAX_RESULTS_PER_RUN in mlflow/server/handlers.py).
+MAX_BULK_RUNS: Final = 100
+MAX_BULK_INTERVAL_RESULTS: Final = 2500
+MAX_BULK_HISTORY: Final = 25_000
 VIEW_TYPES: Final = ("ACTIVE_ONLY", "DELETED_ONLY", "ALL")
 # MLflow's limits for run inputs (mlflow/utils/validation.py).
 _DATASET_LIMITS: Final = {"name": 500, "digest": 36, "source": 65535, "schema": 1048575,
@@ -62,6 +69,8 @@ class Rpc:
     path: str
     schema: tuple[Field, ...]
     impl: Impl
+    prefixes: tuple[str, ...] = PREFIXES
+    """Where it is served: MLflow serves a few UI-only RPCs under /ajax-api alone."""
 
 
 def _tags(name: str = "tags") -> Field:
@@ -101,16 +110,6 @@ def _max_results(msg: Message, default: int, *, limit: int | None) -> int:
     return value
 
 
-def _not_yet(msg: Message, *names: str) -> None:
-    for name in names:
-        if msg.values.get(name):
-            # TODO(#12): filter strings and order_by come with the query issue's search grammar.
-            raise invalid_parameter(
-                f"Parameter '{name}' is not supported by this server yet: it returns results "
-                "newest first, unfiltered; leave it out and filter on the client meanwhile"
-            )
-
-
 # -- experiments ---------------------------------------------------------------------------
 
 
@@ -136,12 +135,14 @@ async def get_experiment_by_name(s: Services, msg: Message) -> JSON:
 
 
 async def search_experiments(s: Services, msg: Message) -> JSON:
-    _not_yet(msg, "filter", "order_by")
-    # A token the queries cannot read is their InvalidInputError: a 400, as any bad input.
+    # A malformed filter, order_by or token is the queries' InvalidInputError: a 400
+    # INVALID_PARAMETER_VALUE with the parser's message, as any bad input.
     page = await s.tracker.search_experiments(
         view_type=msg.string("view_type") or "ACTIVE_ONLY",
         max_results=_max_results(msg, DEFAULT_SEARCH_RESULTS, limit=MAX_SEARCH_RESULTS),
         page_token=msg.string("page_token") or None,
+        filter_string=msg.string("filter") or None,
+        order_by=msg.strings("order_by"),
     )
     return _page([experiment_json(e) for e in page], "experiments", page.next_page_token)
 
@@ -215,7 +216,6 @@ async def get_run(s: Services, msg: Message) -> JSON:
 
 
 async def search_runs(s: Services, msg: Message) -> JSON:
-    _not_yet(msg, "filter", "order_by")
     max_results = msg.integer("max_results", DEFAULT_SEARCH_RESULTS)
     assert max_results is not None
     if max_results > MAX_SEARCH_RESULTS:
@@ -226,6 +226,8 @@ async def search_runs(s: Services, msg: Message) -> JSON:
         view_type=msg.string("run_view_type") or "ACTIVE_ONLY",
         max_results=max_results,
         page_token=msg.string("page_token") or None,
+        filter_string=msg.string("filter") or None,
+        order_by=msg.strings("order_by"),
     )
     return _page([run_json(r) for r in page], "runs", page.next_page_token)
 
@@ -347,6 +349,76 @@ async def get_metric_history(s: Services, msg: Message) -> JSON:
     return _page([metric_json(m) for m in page], "metrics", page.next_page_token)
 
 
+def _run_ids(msg: Message, name: str, rpc: str) -> list[str]:
+    run_ids = msg.strings(name)
+    if not run_ids:
+        raise invalid_parameter(f"{rpc} request must specify at least one run_id.")
+    if len(run_ids) > MAX_BULK_RUNS:
+        raise invalid_parameter(
+            f"{rpc} request must specify at most {MAX_BULK_RUNS} run_ids. "
+            f"Received {len(run_ids)} run_ids."
+        )
+    return run_ids
+
+
+async def get_metric_history_bulk_interval(s: Services, msg: Message) -> JSON:
+    """Per run, in the order asked, at most max_results points of its history (within the
+    steps, if given), sampled as MLflow's SQL store samples them: the first point of each of
+    max_results equal runs of points, and the last point (tracker.series.ntile_sample)."""
+    run_ids = _run_ids(msg, "run_ids", "GetMetricHistoryBulkInterval")
+    max_results = msg.integer("max_results", MAX_BULK_INTERVAL_RESULTS)
+    assert max_results is not None
+    if not 1 <= max_results <= MAX_BULK_INTERVAL_RESULTS:
+        raise invalid_parameter(f"max_results must be between 1 and {MAX_BULK_INTERVAL_RESULTS}.")
+    start, end = msg.integer("start_step"), msg.integer("end_step")
+    if (start is None) != (end is None):
+        raise invalid_parameter(
+            "If either start step or end step are specified, both must be specified."
+        )
+    if start is not None and end is not None and start > end:
+        raise invalid_parameter(
+            "end_step must be greater than start_step. "
+            f"Found start_step={start} and end_step={end}."
+        )
+    key = msg.text("metric_key")
+    out: list[JSON] = []
+    for run_id in run_ids:
+        # One run's points in range at a time: memory follows the longest run asked about.
+        points = await s.tracker.get_metric_series(run_id, key, start_step=start, end_step=end)
+        sample = sample_history(points, max_results)
+        out += [
+            {"key": key, "value": double(v), "timestamp": t, "step": st, "run_id": run_id}
+            for st, t, v in zip(sample.steps.tolist(), sample.timestamps.tolist(),
+                                sample.values.tolist(), strict=True)
+        ]  # fmt: skip
+    return {"metrics": out} if out else {}
+
+
+async def get_metric_history_bulk(s: Services, msg: Message) -> JSON:
+    """The UI's older bulk read: runs by id (code-point order, each once), each run's points
+    ordered by (timestamp, step, value), at most max_results (capped at 25,000) in all."""
+    run_ids = _run_ids(msg, "run_id", "GetMetricHistoryBulk")
+    value = msg.integer("max_results")
+    if value is not None and value <= 0:
+        raise invalid_parameter(
+            f"Invalid value {value} for parameter 'max_results' supplied. "
+            "It must be a positive integer."
+        )
+    left = min(value or MAX_BULK_HISTORY, MAX_BULK_HISTORY)
+    key = msg.text("metric_key")
+    out: list[JSON] = []
+    for run_id in sorted(set(run_ids)):
+        if left <= 0:
+            break
+        # Read in step order, bounded by what is left; MLflow orders by timestamp first, which
+        # differs only where a run's timestamps go back as its steps go forward.
+        page = await s.tracker.get_metric_history(run_id, key, max_results=left)
+        ordered = sorted(page, key=lambda m: (m.timestamp, m.step, m.value))
+        out += [{**metric_json(m), "run_id": run_id} for m in ordered]
+        left -= len(ordered)
+    return {"metrics": out}
+
+
 async def list_artifacts(s: Services, msg: Message) -> JSON:
     path = artifacts_proxy.safe_path(msg.string("path"))
     run = await s.tracker.get_run(msg.text("run_id"))
@@ -431,6 +503,13 @@ RPCS: Final[tuple[Rpc, ...]] = (
     Rpc("getMetricHistory", ("GET",), "/metrics/get-history",
         (_RUN_ID, Field("metric_key", required=True), Field("page_token"),
          Field("max_results", "int32")), get_metric_history),
+    Rpc("getMetricHistoryBulkInterval", ("GET",), "/metrics/get-history-bulk-interval",
+        (Field("run_ids", repeated=True, required=True), Field("metric_key", required=True),
+         Field("start_step", "int64"), Field("end_step", "int64"), Field("max_results", "int32")),
+        get_metric_history_bulk_interval),
+    Rpc("getMetricHistoryBulk", ("GET",), "/metrics/get-history-bulk",
+        (Field("run_id", repeated=True, required=True), Field("metric_key", required=True),
+         Field("max_results", "int32")), get_metric_history_bulk, prefixes=PREFIXES[1:]),
     Rpc("listArtifacts", ("GET",), "/artifacts/list",
         (_RUN_ID, Field("path"), Field("page_token")), list_artifacts),
     Rpc("searchLoggedModels", ("POST",), "/logged-models/search",
@@ -462,7 +541,7 @@ def add_routes(app: web.Application, rpcs: Sequence[Rpc] = RPCS) -> None:
     """Every RPC under both of MLflow's prefixes, plus the server-info capability endpoint."""
     for rpc in rpcs:
         handler = _handler(rpc)
-        for prefix in PREFIXES:
+        for prefix in rpc.prefixes:
             for method in rpc.methods:
                 app.router.add_route(method, prefix + rpc.path, handler)
     for prefix in ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"):
