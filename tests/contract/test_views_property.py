@@ -56,7 +56,9 @@ async def _play(backend: str, commands: list[tuple], seen: Counter[str]) -> None
             async with Tracker(store=store, max_batch_age=0.001) as tk:
                 exps = [await tk.create_experiment(f"e{i}") for i in range(3)]
                 runs = []
-                for cmd in commands:
+                # Every example starts a run first, so each one has a run to compare at the end
+                # (hypothesis may draw a list without "start"; the floor below relies on this).
+                for cmd in [("start", 0), *commands]:
                     kind, *args = cmd
                     pick = (
                         runs[args[0] % len(runs)]
