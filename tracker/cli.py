@@ -42,7 +42,7 @@ from tracker.events import run_stream
 from tracker.projections import default_projections
 from tracker.projections.runner import ProjectionRunner
 from tracker.serialization import recorded_to_json
-from tracker.stores import ENV_URI, MLFLOW_ENV_URI, resolve_uri, store_from_uri
+from tracker.stores import ENV_URI, MLFLOW_ENV_URI, is_remote_uri, resolve_uri, store_from_uri
 from tracker.stores.uris import MaskCredentials, mask_credentials, mask_password
 
 T = TypeVar("T")
@@ -193,6 +193,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 async def _open(uri: str | None, *, create: bool = False) -> AsyncIterator[Tracker]:
     """An open Tracker. Reads pass create=False: a store that is not there is reported, and
     nothing is created in its place."""
+    if is_remote_uri(resolve_uri(uri)):
+        # The CLI opens stores directly (reading through a server would turn "no server there"
+        # into 30 s of retries): refused with the store forms to write instead.
+        store_from_uri(resolve_uri(uri))
     tk = Tracker(uri, create=create)
     try:
         await tk.open()
@@ -835,6 +839,59 @@ def artifacts_download(uri: str | None, run_id: str, path: str | None, dst: Path
         click.echo(str(local))
 
 
+# -- sync ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("outbox_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    metavar="URL",
+    help="The tracking server to send to (http://host:port or https://...).",
+)
+@click.option(
+    "--grace",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to keep retrying a server that cannot be reached.",
+)
+def sync(outbox_dir: Path, url: str, grace: float) -> None:
+    """Send what a remote tracker left in OUTBOX_DIR (a process that ended before its
+    tracking server acknowledged everything) to the server at URL, oldest first. Commands
+    the server has stored already are not stored again; exits 0 once the outbox is empty."""
+    from tracker.remote import deliver
+    from tracker.remote.outbox import SUFFIX as OUTBOX_SUFFIX
+    from tracker.stores import is_remote_uri
+
+    if not is_remote_uri(url):
+        raise click.BadParameter(
+            f"{mask_password(url)!r} is not a tracking server's URL: give http://host:port "
+            "or https://host",
+            param_hint="--to",
+        )
+
+    async def go() -> int:
+        with _progress(_err()) as progress:
+            task = progress.add_task(f"sending to {escape(mask_password(url))}", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            return await deliver(outbox_dir, url, progress=advance, grace=grace)
+
+    sent = _run(go())
+    held = sorted(outbox_dir.glob(f"*{OUTBOX_SUFFIX}"))
+    if held:
+        raise click.ClickException(
+            f"{len(held)} outbox files in {outbox_dir} are held by running trackers, which "
+            f"send them themselves ({held[0].name}...); {sent:,} commands delivered"
+        )
+    click.echo(f"outbox empty: {sent:,} commands delivered to {mask_password(url)}")
+
+
 # -- demo ---------------------------------------------------------------------------------
 
 
@@ -902,9 +959,10 @@ def demo(uri: str | None, experiment: str, epochs: int, steps: int) -> None:
     _run(go())
 
 
-from tracker.server.cli import server  # noqa: E402  (registered last: another module's command)
+from tracker.server.cli import server, ui  # noqa: E402  (registered last: another module's commands)
 
 main.add_command(server)
+main.add_command(ui)
 
 if __name__ == "__main__":
     main()

@@ -124,12 +124,14 @@ class SyncTracker:
         artifact_options: Mapping[str, Any] | None = None,
         default_artifact_root: str | None = None,
         create: bool = True,
+        outbox_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._tracker = Tracker(
             uri, max_queue=max_queue, on_full=on_full, max_batch=max_batch,
             max_batch_age=max_batch_age, write_timeout=write_timeout, grace=grace, store=store,
             log=log, database=database, artifact_options=artifact_options,
-            default_artifact_root=default_artifact_root, create=create, _threaded=True,
+            default_artifact_root=default_artifact_root, create=create, outbox_dir=outbox_dir,
+            _threaded=True,
         )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -215,10 +217,11 @@ class SyncTracker:
     ) -> None:
         self.close(exit_status(et))
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Return once everything queued before this call is durable and projected; returns
-        the log position reached."""
-        return self._call(self._tracker.flush(timeout))
+    def flush(self, timeout: float | None = None, *, outbox_only: bool = False) -> int:
+        """Return once everything queued before this call is durable and projected (for a
+        tracking server: acknowledged by it, or with `outbox_only` in the local outbox);
+        returns the log position reached."""
+        return self._call(self._tracker.flush(timeout, outbox_only=outbox_only))
 
     def submit_commands(
         self, commands: Sequence[Command], *, check_stored: bool = True

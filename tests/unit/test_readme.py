@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 TIMEOUT = 120.0
 # The blocks README marks to skip, by reason: a new skip must be added here on purpose.
-SKIPPED = {"needs an S3 bucket and credentials"}
+SKIPPED = {"needs an S3 bucket and credentials", "needs a running tracker server"}
 
 _FENCE = re.compile(
     r"(?:<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]*)\)\s*-->\s*\n)?"

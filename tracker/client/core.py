@@ -35,7 +35,7 @@ from tracker.handler import Accepted, CommandHandler, Outcome
 from tracker.projections import default_projections
 from tracker.projections.queries import Queries
 from tracker.projections.runner import ProjectionRunner
-from tracker.stores import resolve_uri, store_from_uri
+from tracker.stores import is_remote_uri, resolve_uri, store_from_uri
 from tracker.stores.base import Database, EventLog, Session, SqlEventStore
 from tracker.stores.uris import mask_password
 from tracker.writer import (
@@ -52,6 +52,7 @@ from tracker.writer import (
 
 if TYPE_CHECKING:
     from tracker.client.handle import Run
+    from tracker.remote import Remote
 
 log = logging.getLogger("tracker")
 T = TypeVar("T")
@@ -100,6 +101,14 @@ class Core:
     recovery file. default_artifact_root: where new experiments keep artifacts (default: the
     store's own, ./mlruns for the embedded store). create=False: never create a store; opening
     one that does not exist raises NotFoundError (what read-only tools want).
+
+    A tracking server's URL (http:// or https://) makes a remote tracker (tracker.remote):
+    the writer stores its batches in a local outbox (`outbox_dir`, default
+    $XDG_STATE_HOME/tracker/outbox/<sha256(url)[:16]>), which sends them to the server in
+    order and forgets each once the server acknowledges it; reads are the server's answers.
+    `flush()` then returns once the server has acknowledged what was queued before it, and
+    `flush(outbox_only=True)` once it is in the outbox (a crash after that loses nothing: the
+    next tracker opened for that server, or `tracker sync`, sends it).
     """
 
     def __init__(
@@ -118,8 +127,22 @@ class Core:
         artifact_options: Mapping[str, Any] | None = None,
         default_artifact_root: str | None = None,
         create: bool = True,
+        outbox_dir: str | os.PathLike[str] | None = None,
         _threaded: bool = False,
     ) -> None:
+        self._remote: Remote | None = None
+        if store is None and log is None and database is None and is_remote_uri(resolve_uri(uri)):
+            from tracker.remote import Remote
+
+            self._remote = Remote(
+                resolve_uri(uri), outbox_dir=outbox_dir, write_timeout=write_timeout
+            )
+            log, database = self._remote.log, self._remote.database
+        elif outbox_dir is not None:
+            raise InvalidInputError(
+                "outbox_dir is for a tracker that logs to a tracking server: give an http:// "
+                "or https:// URI, or leave outbox_dir out"
+            )
         if store is None and (log is None or database is None):
             if log is not None or database is not None:
                 raise TypeError("give both log= and database=, or a store=")
@@ -137,13 +160,19 @@ class Core:
         spill_dir = str(path.parent) if path is not None and not memory else None
         self._queue = EventQueue(max_queue, on_full, _threaded, spill_dir)
         self._one_store = _same(self.log, self.database)
-        self.queries = Queries(self.database, self.log, self._one_store)
-        self.handler = CommandHandler(
-            self.log, _ViewLookups(self), artifact_root=self._artifact_root()
-        )
+        self.queries: Queries
+        self.handler: CommandHandler
+        if self._remote is not None:
+            self.queries, self.handler = self._remote.queries, self._remote.handler
+        else:
+            self.queries = Queries(self.database, self.log, self._one_store)
+            self.handler = CommandHandler(
+                self.log, _ViewLookups(self), artifact_root=self._artifact_root()
+            )
+        # A remote tracker has no views of its own: the server answers after applying them.
         self.runner = ProjectionRunner(self.log, self.database, default_projections())
         self._writer = Writer(
-            self.handler, self.runner, self._queue, max_batch=max_batch,
+            self.handler, None if self._remote else self.runner, self._queue, max_batch=max_batch,
             max_batch_age=max_batch_age, write_timeout=write_timeout,
             recovery_dir=self._recovery_dir(),
         )  # fmt: skip
@@ -186,6 +215,9 @@ class Core:
         retried."""
         if self._open:
             return
+        if self._remote is not None:
+            await self._open_remote(self._remote)
+            return
         await self._retry_outage(lambda: self.log.open(create=self._create))
         try:
             if not self._one_store:
@@ -206,7 +238,27 @@ class Core:
                 await self._close_stores()
             raise
 
+    async def _open_remote(self, remote: Remote) -> None:
+        """Open the outbox and start sending (what a dead process left first); the server
+        is not contacted here, so a tracker opens, and logs, while the server is down."""
+        await remote.open()
+        try:
+            self._writer.start()
+            self._open = True
+            await self._replay_recovery()
+        except BaseException:
+            self._open = False
+            try:
+                await self._writer.stop(grace=0)
+            except Exception:  # the open's error is the one to report
+                pass
+            finally:
+                await remote.aclose(None)
+            raise
+
     async def _close_stores(self) -> None:
+        if self._remote is not None:
+            return  # closed by aclose, after the outbox is delivered
         try:
             await self.log.aclose()
         finally:
@@ -232,17 +284,30 @@ class Core:
             if not run._ended:
                 run._ended = True
                 fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                ends.append(fut)
                 end = UpdateRun(run_id=run.run_id, status=end_status, end_time=now_ms())
+                if self._remote is not None:
+                    # The server's answer, not the outbox's, says whether the run was ended.
+                    ends.append(self._remote.sender.expect(end.command_id))
+                    self._queue.put(Op(end, None))
+                    continue
+                ends.append(fut)
                 self._queue.put(Op(end, fut))
+        started = time.monotonic()
         try:
             await self._writer.stop(self._grace)
         finally:
-            for fut in ends:
-                if fut.done() and not fut.cancelled() and fut.exception() is not None:
-                    log.info("a run left open was not ended: %s", fut.exception())
-            await self._artifacts.aclose()
-            await self._close_stores()
+            try:
+                if self._remote is not None:
+                    # Everything is in the outbox now: send it, for what is left of the grace
+                    # period while the server cannot be reached.
+                    left = max(0.0, self._grace - (time.monotonic() - started))
+                    await self._remote.aclose(left)
+            finally:
+                for fut in ends:
+                    if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                        log.info("a run left open was not ended: %s", fut.exception())
+                await self._artifacts.aclose()
+                await self._close_stores()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -255,23 +320,48 @@ class Core:
 
         await self.aclose(exit_status(et))
 
-    async def flush(self, timeout: float | None = None) -> int:
+    async def flush(self, timeout: float | None = None, *, outbox_only: bool = False) -> int:
         """Return once everything queued before this call is durable in the log and applied to
         the views; returns the log position reached. Raises what refused a write queued
-        without waiting (ParamConflictError, say), or WriterError while the store fails."""
-        return await self._writer.flush(timeout)
+        without waiting (ParamConflictError, say), or WriterError while the store fails.
+
+        A remote tracker returns once the server has acknowledged it (durable and applied
+        there), and raises WriterError once the server has been unreachable for
+        write_timeout seconds (nothing is lost: the outbox keeps it and goes on sending);
+        with `outbox_only`, once it is in the local outbox (returning the server's position
+        as last acknowledged). An embedded tracker has no outbox: `outbox_only` changes
+        nothing there."""
+        remote = self._remote
+        if remote is None:
+            return await self._writer.flush(timeout)
+        started = time.monotonic()
+        await self._writer.flush(timeout)
+        if outbox_only:
+            return remote.sender.position
+        left = None if timeout is None else max(0.001, timeout - (time.monotonic() - started))
+        position = await remote.sender.acknowledged_through(remote.outbox.last_id, left)
+        remote.sender.raise_rejections()
+        return position
 
     def statistics(self) -> WriterStatistics:
+        """The writer's statistics; a remote tracker's are a RemoteStatistics, with the
+        outbox's batches, bytes and lag (tracker.remote)."""
+        if self._remote is not None:
+            return self._remote.sender.statistics(self._writer.statistics())
         return self._writer.statistics()
 
     async def projection_errors(self) -> list[Any]:
         """Events a projection could not apply and skipped, with the reason."""
+        if self._remote is not None:
+            return []  # the server's views, not ours: see its /metrics
         return await self.runner.errors()
 
     async def wait_until(self, position: int, timeout: float = 10.0) -> None:
         """Wait until the views reflect the log up to `position` (read-your-writes). Raises
         DeadlineExceededError (a TimeoutError) when they have not within `timeout` seconds;
         a store that cannot be reached meanwhile is retried until that deadline."""
+        if self._remote is not None:
+            return  # the server answers a write once its views have applied it
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         pause = _POLL_FIRST
@@ -307,7 +397,15 @@ class Core:
     async def _submit(self, command: Command) -> Accepted:
         """Decide and store a command; returns once it is durable and in the views."""
         self._check_open()
-        return await self._writer.submit(command)
+        if self._remote is None:
+            return await self._writer.submit(command)
+        sender = self._remote.sender
+        answer = sender.expect(command.command_id)
+        try:
+            await self._writer.submit(command)  # in the outbox
+            return await sender.result(answer)  # answered by the server
+        finally:
+            sender.forget(command.command_id)
 
     async def submit_commands(
         self, commands: Sequence[Command], *, check_stored: bool = True
@@ -324,6 +422,15 @@ class Core:
         the write timeout, a full queue) is raised instead: whether the commands were stored is
         then unknown, and sending them again is safe."""
         self._check_open()
+        if self._remote is not None:
+            # The server recognises commands it has stored already: nothing to check here.
+            results = await asyncio.gather(
+                *(self._submit(c) for c in commands), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, _REFUSALS):
+                    raise result
+            return [r if isinstance(r, Accepted | TrackerError) else Accepted(0) for r in results]
         outcomes: list[Outcome | None] = [None] * len(commands)
         if check_stored and commands:
             await self._mark_stored(commands, range(len(commands)), outcomes)
@@ -358,6 +465,10 @@ class Core:
 
     async def _sync(self) -> None:
         """Before a read: our own writes flushed, and others' appends projected."""
+        if self._remote is not None:
+            if self._writer.pending() or self._remote.sender.pending():
+                await self.flush()
+            return
         if self._writer.pending():
             await self.flush()
         if await self.log.head() > self.runner.position:
@@ -407,6 +518,9 @@ class Core:
             log.warning("replayed %d writes kept in %s", len(commands), path)
 
     async def _ensure_default_experiment(self) -> None:
+        if self._remote is not None:
+            return  # the server's store has it
+
         async def present() -> bool:
             async with self.database.snapshot() as s:
                 return await self.queries.get_experiment(s, DEFAULT_EXPERIMENT_ID) is not None

@@ -19,6 +19,7 @@ __all__ = [
     "Database",
     "EventLog",
     "SqlEventStore",
+    "is_remote_uri",
     "resolve_uri",
     "store_from_uri",
 ]
@@ -48,6 +49,12 @@ def resolve_uri(uri: str | None) -> str:
     return os.environ.get(ENV_URI) or os.environ.get(MLFLOW_ENV_URI) or DEFAULT_DIR
 
 
+def is_remote_uri(uri: str) -> bool:
+    """Whether `uri` names a tracking server (http:// or https://), which a Tracker reaches
+    over HTTP (tracker.remote) instead of opening a store."""
+    return urlparse(uri).scheme.lower() in ("http", "https")
+
+
 def store_from_uri(uri: str | None = None) -> SqlEventStore:
     """An unopened store for a tracking URI. Drivers are imported only when their scheme is used.
 
@@ -62,6 +69,9 @@ def store_from_uri(uri: str | None = None) -> SqlEventStore:
       `mysql+pymysql://`), `postgresql+psycopg://`, `sqlite+aiosqlite:///path.db`,
       `mssql+aioodbc://` (and MLflow's `mssql+pyodbc://`; no live SQL Server has been tested):
       through SQLAlchemy's asyncio engine (`pip install 'tracker[mysql]'`).
+
+    `http://` and `https://` name a tracking server, which is no store: Tracker reaches one
+    over HTTP (tracker.remote, see is_remote_uri), and this refuses it naming what to give.
     """
     uri = resolve_uri(uri)
     parsed = urlparse(uri)
@@ -73,7 +83,14 @@ def store_from_uri(uri: str | None = None) -> SqlEventStore:
             f"{mask_password(uri)!r} is neither a path nor a tracking URI: {_WHAT_TO_WRITE} "
             "(write ./name for a directory whose name has a colon)"
         )
-    if scheme in ("http", "https", "databricks"):
+    if scheme in ("http", "https"):
+        # Tracker(url) reaches a server over HTTP (tracker.remote); this needs the store itself.
+        raise InvalidInputError(
+            f"{mask_password(uri)!r} is an MLflow tracking server: Tracker(url) logs to it over "
+            "HTTP, but this needs the store itself (the server's --backend-store-uri): "
+            f"{_WHAT_TO_WRITE} (in --backend-store-uri, ${ENV_URI} or ${MLFLOW_ENV_URI})"
+        )
+    if scheme == "databricks":
         raise InvalidInputError(
             f"{mask_password(uri)!r} is an MLflow tracking server, not a store tracker can open; "
             f"{_WHAT_TO_WRITE} (in --backend-store-uri, ${ENV_URI} or ${MLFLOW_ENV_URI})"
