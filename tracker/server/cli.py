@@ -152,6 +152,62 @@ def server(
     sys.exit(code)
 
 
+@click.command("ui")
+@click.option(
+    "--backend-store-uri",
+    envvar="MLFLOW_BACKEND_STORE_URI",
+    default=DEFAULT_BACKEND_STORE_URI,
+    show_default=True,
+    help="The store to show: a directory, sqlite:///, postgresql://, mysql://...",
+)
+@click.option(
+    "--default-artifact-root",
+    envvar="MLFLOW_DEFAULT_ARTIFACT_ROOT",
+    default=None,
+    help="Where experiments created in the UI keep artifacts (default: the store's own).",
+)
+@click.option(
+    "-h",
+    "--host",
+    envvar="MLFLOW_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="The interface to listen on; 0.0.0.0 exposes the UI to the network.",
+)
+@click.option(
+    "-p",
+    "--port",
+    envvar="MLFLOW_PORT",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="The port to listen on (0: any free port).",
+)
+def ui(backend_store_uri: str, default_artifact_root: str | None, host: str, port: int) -> None:
+    """Browse a local store in the web UI, as `mlflow ui` does: experiments, runs, live
+    charts, compare, artifacts and history, at the URL it prints (one process; artifacts are
+    read where the runs wrote them, none are proxied)."""
+    config = ServerConfig(
+        backend_store_uri=backend_store_uri,
+        default_artifact_root=default_artifact_root,
+        serve_artifacts=False,
+    )
+    _check(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(
+        f"tracker ui listening on http://{shown}:{bound_port} (store {backend_store_uri}); "
+        "open it in a browser, Ctrl-C to stop",
+        err=True,
+    )
+    sys.exit(serve(config, sock, DEFAULT_SHUTDOWN_TIMEOUT))
+
+
 def _check(config: ServerConfig) -> None:
     """Refuse a configuration that cannot work before anything is bound or opened."""
     from tracker.artifacts import parse_artifact_uri
