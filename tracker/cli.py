@@ -455,10 +455,23 @@ def _parse_until(value: str | None) -> int | datetime | None:
 def replay(
     uri: str | None, run_id: str, until: str | None, output: Path | None, follow: bool
 ) -> None:
-    """A run's events in order, as JSON lines."""
+    """A run's events in order, as JSON lines. From a tracking server's URL (http://...) they
+    come through its native API, and --follow reads its live event stream."""
     at = _parse_until(until)
     if follow and at is not None:
         raise click.UsageError("--follow prints events as they commit: give it without --until")
+    if is_remote_uri(resolve_uri(uri)):
+        if until is not None:
+            raise click.UsageError("--until needs the store itself, not a tracking server's URL")
+        sink = output.open("wb") if output is not None else sys.stdout.buffer
+        try:
+            count = _run(_replay_remote(resolve_uri(uri), run_id, follow, sink))
+        finally:
+            if output is not None:
+                sink.close()
+        if output is not None:
+            _err().print(f"{count:,} events written to {escape(str(output))}")
+        return
 
     async def go() -> int:
         async with _open(uri) as tk:
@@ -499,11 +512,8 @@ def replay(
         _err().print(f"{count:,} events written to {escape(str(output))}")
 
 
-async def _follow_run(tk: Tracker, run_id: str, after: int, sink: Any) -> int:
-    """Print the run's events after position `after` as they commit, until SIGINT or SIGTERM;
-    how many were printed. Reads the run's stream by position (positions follow commit order,
-    so an event that commits late is not skipped); a store that drops out is retried."""
-    stop = asyncio.Event()
+def _stop_on_signals(stop: asyncio.Event) -> list[signal.Signals]:
+    """SIGINT and SIGTERM set `stop` (where the loop can take them); the signals installed."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -512,6 +522,122 @@ async def _follow_run(tk: Tracker, run_id: str, after: int, sink: Any) -> int:
         with suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
+    return installed
+
+
+async def _replay_remote(url: str, run_id: str, follow: bool, sink: Any) -> int:
+    """A run's events from a tracking server's native API, then, with `follow`, each new one
+    from its server-sent-events stream until SIGINT or SIGTERM; how many were written. A
+    dropped stream is reopened from the last event seen (Last-Event-ID), so none is skipped or
+    written twice."""
+    from tracker.remote.client import _aiohttp  # the server extra's aiohttp, or a clear error
+
+    aiohttp = _aiohttp()
+    base = url.rstrip("/") + "/api/tracker/v1"
+    count = after = 0
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=None)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+
+        async def page() -> list[dict[str, Any]]:
+            async with http.get(
+                f"{base}/runs/{run_id}/events", params={"after": after, "limit": _PAGE},
+                timeout=aiohttp.ClientTimeout(total=60),
+            ) as r:  # fmt: skip
+                body = await r.read()
+                if r.status == 404:
+                    raise click.ClickException(f"no run {run_id} at {mask_password(url)}")
+                if r.status >= 400:
+                    raise StoreUnavailableError(f"{mask_password(url)} answered {r.status}")
+                events: list[dict[str, Any]] = orjson.loads(body)["events"]
+                return events
+
+        while True:
+            async for attempt in stamina.retry_context(
+                on=(StoreUnavailableError, aiohttp.ClientError, TimeoutError), attempts=None,
+                timeout=_FOLLOW_OUTAGE, wait_initial=0.05, wait_max=2.0, wait_jitter=0.2,
+            ):  # fmt: skip
+                with attempt:
+                    events = await page()
+            for event in events:
+                sink.write(orjson.dumps(event) + b"\n")
+                after = int(event["position"])
+            count += len(events)
+            if len(events) < _PAGE:
+                break
+        sink.flush()
+        if not follow:
+            if not count:
+                raise click.ClickException(f"no events for run {run_id}")
+            return count
+        stop = asyncio.Event()
+        installed = _stop_on_signals(stop)
+        reading = asyncio.ensure_future(_read_stream(http, base, run_id, after, sink))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if reading.done():
+                count += reading.result()  # raises what ended the stream
+        finally:
+            for task in (reading, stopping):
+                task.cancel()
+            await asyncio.gather(reading, stopping, return_exceptions=True)
+            for sig in installed:
+                asyncio.get_running_loop().remove_signal_handler(sig)
+    return count
+
+
+async def _read_stream(http: Any, base: str, run_id: str, after: int, sink: Any) -> int:
+    """Write the run's events from the server's SSE stream after position `after`, for ever
+    (until cancelled); reconnects with jittered backoff, for at most _FOLLOW_OUTAGE seconds of
+    outage at a time. The SSE framing is parsed here (a few lines: `id:`, `event:`, `data:`,
+    a blank line ends an event) rather than with a client library for one loop."""
+    from tracker.remote.client import _aiohttp
+
+    client_error = _aiohttp().ClientError
+    count = 0
+    while True:
+        async for attempt in stamina.retry_context(
+            on=(StoreUnavailableError, client_error, OSError, TimeoutError), attempts=None,
+            timeout=_FOLLOW_OUTAGE, wait_initial=0.05, wait_max=2.0, wait_jitter=0.2,
+        ):  # fmt: skip
+            with attempt:
+                async with http.get(
+                    f"{base}/events/stream", params={"run_id": run_id},
+                    headers={"Last-Event-ID": str(after), "Accept": "text/event-stream"},
+                ) as r:  # fmt: skip
+                    if r.status >= 400:
+                        raise StoreUnavailableError(f"the event stream answered {r.status}")
+                    kind, data, ident = "message", [], None
+                    async for raw in r.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line:
+                            field, _, value = line.partition(":")
+                            value = value[1:] if value.startswith(" ") else value
+                            if field == "data":
+                                data.append(value)
+                            elif field == "id":
+                                ident = value
+                            elif field == "event":
+                                kind = value
+                            continue
+                        if data and kind == "error":
+                            raise StoreUnavailableError("".join(data))
+                        if data and kind == "message":
+                            sink.write("\n".join(data).encode() + b"\n")
+                            sink.flush()
+                            count += 1
+                            after = int(ident) if ident else after
+                        kind, data, ident = "message", [], None
+                    raise StoreUnavailableError("the event stream ended")
+
+
+async def _follow_run(tk: Tracker, run_id: str, after: int, sink: Any) -> int:
+    """Print the run's events after position `after` as they commit, until SIGINT or SIGTERM;
+    how many were printed. Reads the run's stream by position (positions follow commit order,
+    so an event that commits late is not skipped); a store that drops out is retried."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = _stop_on_signals(stop)
     stream = run_stream(run_id)
     count = 0
     try:

@@ -33,6 +33,9 @@ class Follower:
             cwd=store.parent, env={**env, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
+        self._start_reader()
+
+    def _start_reader(self) -> None:
         self.lines: queue.Queue[bytes | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
