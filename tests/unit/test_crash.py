@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from tracker import Tracker
 from tracker.events import MetricsLogged
 from tracker.stores.sqlite import SQLiteEventStore
@@ -40,8 +42,10 @@ ASYNC_CHILD = textwrap.dedent(
 
 SYNC_CHILD = textwrap.dedent(
     """
-    import sys, time
+    import faulthandler, signal, sys, time
     import tracker
+
+    faulthandler.register(signal.SIGUSR1)  # the test asks for every thread's stack if it hangs
 
     with tracker.SyncTracker(sys.argv[1]) as tk:
         run = tk.start_run("term", name="sync")
@@ -53,11 +57,25 @@ SYNC_CHILD = textwrap.dedent(
 )
 
 
-def _spawn(code: str, store_dir: Path) -> subprocess.Popen[str]:
+def _spawn(code: str, store_dir: Path, stderr: int | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(store_dir)], stdout=subprocess.PIPE, text=True, env=env
-    )
+        [sys.executable, "-c", code, str(store_dir)], stdout=subprocess.PIPE, stderr=stderr,
+        text=True, env=env,
+    )  # fmt: skip
+
+
+def _exit_status(child: subprocess.Popen[str], timeout: float) -> int:
+    """The child's exit status; if it is still running after `timeout`, its threads' stacks
+    (faulthandler, SIGUSR1) go into the failure, and it is killed."""
+    try:
+        return child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        child.kill()
+        _, err = child.communicate()
+        pytest.fail(f"still running {timeout}s after SIGTERM; its threads:\n{err}")
 
 
 async def _steps(store_dir: Path, run_id: str) -> list[int]:
@@ -102,12 +120,13 @@ async def test_sigkill_loses_nothing_that_flush_acknowledged(tmp_path: Path) -> 
 
 async def test_sigterm_drains_a_sync_training_loop(tmp_path: Path) -> None:
     """SIGTERM to a SyncTracker process stores every point logged before it, flushed or not."""
-    child = _spawn(SYNC_CHILD, tmp_path)
-    assert child.stdout is not None
+    child = _spawn(SYNC_CHILD, tmp_path, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
     run_id = child.stdout.readline().split()[1]
     child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _exit_status(child, timeout=60) == 128 + signal.SIGTERM
     child.stdout.close()
+    child.stderr.close()
     steps = await _steps(tmp_path, run_id)
     assert steps == list(range(20_000))
     async with Tracker(str(tmp_path)) as tk:
