@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.server.conftest import ServerProcess, server_env, start_server
-from tests.server.processes import history, kill, ok
+from tests.server.processes import backend_uri, history, kill, ok
 from tracker import Tracker
 from tracker.errors import InvalidInputError, ParamConflictError, WriterError
 from tracker.events import MetricsLogged
@@ -157,14 +157,21 @@ async def flush_until_acknowledged(tk: Tracker, deadline: float) -> None:
                 raise
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The server's store: the embedded SQLite file, or a fresh PostgreSQL schema."""
+    with backend_uri(request.param, tmp_path) as uri:
+        yield uri
+
+
 async def test_a_server_killed_mid_run_loses_and_duplicates_nothing(
-    server_dir: Path, tmp_path: Path
+    server_dir: Path, tmp_path: Path, backend: str
 ) -> None:
     """The server is SIGKILLed while the client logs, and started again on the same port
     and store: the client keeps logging meanwhile, flush() succeeds once the server is back,
-    and every point is stored exactly once."""
+    and every point is stored exactly once, on SQLite and on PostgreSQL."""
     port = free_port()
-    server = start_server(server_dir, "--port", str(port))
+    server = start_server(server_dir, "--port", str(port), backend=backend)
     outbox = tmp_path / "outbox"
     try:
         async with Tracker(server.url, outbox_dir=outbox, write_timeout=0.5) as tk:
@@ -189,7 +196,7 @@ async def test_a_server_killed_mid_run_loses_and_duplicates_nothing(
             assert isinstance(stats, RemoteStatistics)
             assert stats.outbox_batches > 0 and stats.outbox_bytes > 0
             assert stats.outbox_lag is not None and stats.outbox_lag > 0
-            server = start_server(server_dir, "--port", str(port))
+            server = start_server(server_dir, "--port", str(port), backend=backend)
             await flush_until_acknowledged(tk, time.monotonic() + DEADLINE)
             assert tk.statistics().outbox_batches == 0  # type: ignore[attr-defined]
             series = await tk.get_metric_series(run.run_id, "x")
