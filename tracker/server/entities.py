@@ -72,9 +72,12 @@ def _dataset_input_json(d: DatasetInputInfo) -> JSON:
 
 def run_json(run: RunView, *, outputs: bool = True) -> JSON:
     """MLflow's Run. `outputs=False` for createRun, which MLflow answers without them."""
-    # TODO(#11): RunView keeps only each metric's latest value; MLflow also sends the
-    # timestamp and step of that point (protobuf readers take 0 for both until then).
-    metrics = [{"key": k, "value": double(v)} for k, v in run.data.metrics.items()]
+    # Each metric's latest point, with its timestamp and step, as MLflow sends it.
+    latest = run.data.latest
+    metrics = [
+        metric_json(latest[k]) if k in latest else {"key": k, "value": double(v)}
+        for k, v in run.data.metrics.items()
+    ]
     data = _without_empty(
         {"metrics": metrics, "params": _pairs(run.data.params), "tags": _pairs(run.data.tags)}
     )
