@@ -14,6 +14,7 @@ from typing import Final
 
 from aiohttp import web
 
+from tracker import ui
 from tracker.client import Tracker
 from tracker.server import artifacts_proxy, mlflow_rest, native, series_api
 from tracker.server.artifacts_proxy import ArtifactProxy
@@ -124,6 +125,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     artifacts_proxy.add_routes(app)
     native.add_routes(app)
     series_api.add_routes(app)
+    ui.add_routes(app)  # the web UI at /
     return app
 
 
