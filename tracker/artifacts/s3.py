@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,6 +38,7 @@ from tracker.artifacts.base import (
     ArtifactPermissionError,
     ArtifactStore,
     ArtifactUnavailableError,
+    guess_content_type,
     run_to_completion,
 )
 from tracker.artifacts.files import UploadSource
@@ -73,6 +74,10 @@ _DENIED_CODES: Final = frozenset(
 )
 _UNAVAILABLE_CODES: Final = frozenset(
     {"InternalError", "RequestTimeout", "ServiceUnavailable", "SlowDown", "503", "500"}
+)
+# What S3 answers a CompleteMultipartUpload whose list of parts is wrong.
+_BAD_PARTS_CODES: Final = frozenset(
+    {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML", "InvalidRequest"}
 )
 _CREDENTIAL_ERRORS: Final = (
     NoCredentialsError,
@@ -596,6 +601,121 @@ class S3ArtifactStore(ArtifactStore):
                 shared.cleanups.popleft()
         finally:
             shared.sweeping = False
+
+    # -- multipart uploads whose parts others send -------------------------------------------
+
+    async def create_multipart(self, path: str) -> str:
+        """Start a multipart upload of `path` whose parts are sent by someone else, to the URLs
+        of `presign_part`; returns its upload id.
+
+        Unlike a put's, the upload asks for no part checksums, since whoever sends the parts
+        is not asked for any. It stays in progress, its parts billed, until
+        `complete_multipart` or `abort_multipart` ends it (or a lifecycle rule with
+        AbortIncompleteMultipartUpload): the store does not track it. Should the start request
+        get no answer, the upload it may have made all the same is left to that rule too, as
+        the store cannot tell it from one another client started for the same path.
+        """
+        checked = self._check(path)
+        await self._clean_up()
+        created = await self._call(
+            "create_multipart_upload",
+            "start a multipart upload of",
+            checked,
+            Key=self._key(checked),
+            ContentType=guess_content_type(checked),
+        )
+        upload_id: str = created["UploadId"]
+        return upload_id
+
+    async def presign_part(
+        self, path: str, upload_id: str, part_number: int, expires: int = 3600
+    ) -> str:
+        """A URL to which an HTTP PUT of its body sends part `part_number` (1 to 10,000) of
+        the multipart upload `upload_id` of `path`, valid for `expires` seconds. Made
+        locally (no request), with the store's credentials; S3 answers the PUT with the
+        part's ETag, which `complete_multipart` needs."""
+        checked = self._check(path)
+        self._check_upload_id(upload_id)
+        if not 1 <= part_number <= MAX_PARTS:
+            raise InvalidInputError(
+                f"part_number must be between 1 and {MAX_PARTS}, as S3 requires; got {part_number}"
+            )
+        if expires < 1:
+            raise InvalidInputError(f"expires must be at least 1 second, got {expires}")
+        s3 = await self._s3()
+        action = f"presign part {part_number} of"
+        # Credentials may have to be fetched (a profile, an instance role): hence the deadline.
+        with self._errors(action, checked):
+            async with self._deadline("generate_presigned_url", action, checked):
+                url: str = await s3.generate_presigned_url(
+                    "upload_part",
+                    Params={
+                        "Bucket": self.bucket,
+                        "Key": self._key(checked),
+                        "UploadId": upload_id,
+                        "PartNumber": part_number,
+                    },
+                    ExpiresIn=expires,
+                )
+        return url
+
+    async def complete_multipart(
+        self, path: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        """Join the parts sent to the multipart upload `upload_id` of `path`, each given as
+        `(part_number, etag)`, into the object at `path`, replacing any before it.
+
+        A part missing, too small (all but the last need 5 MiB) or with the wrong ETag
+        raises InvalidInputError and leaves the upload in progress, to be completed again or
+        aborted; an upload no longer in progress raises ArtifactNotFoundError.
+        """
+        checked = self._check(path)
+        self._check_upload_id(upload_id)
+        if not parts:
+            raise InvalidInputError(
+                f"Cannot complete the multipart upload {upload_id!r} of {checked!r} without "
+                "parts; give each part sent as its part number and the ETag S3 answered"
+            )
+        await self._clean_up()
+        s3 = await self._s3()
+        action = "complete the multipart upload of"
+        with self._errors(action, checked):
+            async with self._deadline("complete_multipart_upload", action, checked):
+                try:
+                    await s3.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=self._key(checked),
+                        UploadId=upload_id,
+                        MultipartUpload={
+                            "Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]
+                        },
+                    )
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code not in _BAD_PARTS_CODES:
+                        raise
+                    message = exc.response.get("Error", {}).get("Message") or code
+                    raise InvalidInputError(
+                        f"S3 at {self._where} refused the parts given to complete the multipart "
+                        f"upload {upload_id!r} of {self._target(checked)} ({code}: {message}); "
+                        "give every part sent, in ascending part number order, each with the "
+                        "ETag S3 answered to its PUT (parts but the last need 5 MiB)"
+                    ) from exc
+
+    async def abort_multipart(self, path: str, upload_id: str) -> bool:
+        """Abort the multipart upload `upload_id` of `path`, dropping the parts sent, with the
+        retries of a failed put's abort; `True` if it was no longer in progress."""
+        checked = self._check(path)
+        self._check_upload_id(upload_id)
+        await self._clean_up()
+        return await self._abort(checked, self._key(checked), upload_id, self.abort_attempts)
+
+    @staticmethod
+    def _check_upload_id(upload_id: str) -> None:
+        if not upload_id:
+            raise InvalidInputError(
+                "upload_id is empty; give the id create_multipart returned for the upload"
+            )
 
     # -- open, list, delete ------------------------------------------------------------------
 

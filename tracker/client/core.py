@@ -229,14 +229,18 @@ class Core:
             await self._replay_recovery()
             await self._ensure_default_experiment()
         except BaseException:
-            self._open = False
-            try:
-                await self._writer.stop(grace=0)
-            except Exception:  # the open's error is the one to report
-                pass
-            finally:
-                await self._close_stores()
+            await self._abandon_open(self._close_stores)
             raise
+
+    async def _abandon_open(self, close: Callable[[], Awaitable[None]]) -> None:
+        """After a failed open: stop the writer and `close` what the open opened."""
+        self._open = False
+        try:
+            await self._writer.stop(grace=0)
+        except Exception:  # the open's error is the one to report
+            pass
+        finally:
+            await close()
 
     async def _open_remote(self, remote: Remote) -> None:
         """Open the outbox and start sending (what a dead process left first); the server
@@ -247,13 +251,7 @@ class Core:
             self._open = True
             await self._replay_recovery()
         except BaseException:
-            self._open = False
-            try:
-                await self._writer.stop(grace=0)
-            except Exception:  # the open's error is the one to report
-                pass
-            finally:
-                await remote.aclose(None)
+            await self._abandon_open(lambda: remote.aclose(None))
             raise
 
     async def _close_stores(self) -> None:

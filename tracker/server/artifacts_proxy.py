@@ -10,24 +10,30 @@ import posixpath
 import re
 import tempfile
 import unicodedata
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
 from tracker.artifacts import artifact_store_for_uri
-from tracker.artifacts.base import ArtifactEntry, ArtifactNotFoundError, guess_content_type
+from tracker.artifacts.base import (
+    ArtifactEntry,
+    ArtifactNotFoundError,
+    guess_content_type,
+    run_to_completion,
+)
 from tracker.artifacts.paths import validate_artifact_path
-from tracker.errors import InvalidInputError
+from tracker.errors import ArtifactError, InvalidInputError
 from tracker.server.errors import (
     INVALID_PARAMETER_VALUE,
     INVALID_PATH,
     MULTIPART_UNSUPPORTED,
     NOT_IMPLEMENTED,
     RestError,
+    invalid_parameter,
 )
-from tracker.server.protocol import Field, json_response, parse, read_body
+from tracker.server.protocol import Field, Message, json_response, missing_value, parse, read_body
 from tracker.server.services import SERVICES, Handler
 
 log = logging.getLogger("tracker.server")
@@ -43,6 +49,10 @@ _TEXT_EXTENSIONS: Final = frozenset({
     "MLmodel", "MLproject",
 })  # fmt: skip
 _TOKEN_RE: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# S3's most parts in one upload.
+_MAX_PARTS: Final = 10_000
+# How long a part's presigned URL stays valid, in seconds: boto's default, as in MLflow.
+_PART_URL_TTL: Final = 3600
 _DISABLED: Final = (
     "Endpoint: {route} disabled due to the mlflow server running with `--no-serve-artifacts`. "
     "To enable artifacts server functionality, run `mlflow server` with `--serve-artifacts`"
@@ -231,16 +241,103 @@ _MPU_SCHEMAS: Final = {
 }  # fmt: skip
 
 
-def _multipart(action: str) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        _proxy(request)
-        _path(request)
-        parse(await read_body(request), _MPU_SCHEMAS[action])
-        # The destination stores offer no presigned part uploads, so MLflow's clients get
-        # MLflow's own answer for that and fall back to a streamed PUT.
-        raise RestError(NOT_IMPLEMENTED, MULTIPART_UNSUPPORTED)
+@runtime_checkable
+class MultipartStore(Protocol):
+    """A destination store whose multipart uploads the client sends itself, part by part, to
+    presigned URLs (S3ArtifactStore's methods of these names)."""
 
-    return handle
+    async def create_multipart(self, path: str) -> str: ...
+
+    async def presign_part(
+        self, path: str, upload_id: str, part_number: int, expires: int = ...
+    ) -> str: ...
+
+    async def complete_multipart(
+        self, path: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None: ...
+
+    async def abort_multipart(self, path: str, upload_id: str) -> bool: ...
+
+
+def multipart_store(proxy: ArtifactProxy) -> MultipartStore | None:
+    """The destination store if it takes multipart uploads sent to presigned URLs (S3),
+    else None: what MLflow's server-info reports as `multipart_uploads_enabled`."""
+    return proxy.store if isinstance(proxy.store, MultipartStore) else None
+
+
+async def _multipart_target(
+    request: web.Request, action: str
+) -> tuple[MultipartStore, str, Message]:
+    """The store, the artifact's path and the request, checked in MLflow's order: the URL's
+    path, the body, then whether the destination takes multipart uploads."""
+    proxy = _proxy(request)
+    directory = _path(request)
+    message = parse(await read_body(request), _MPU_SCHEMAS[action])
+    store = multipart_store(proxy)
+    if store is None:
+        # MLflow's own answer, on which its clients fall back to a streamed PUT.
+        raise RestError(NOT_IMPLEMENTED, MULTIPART_UNSUPPORTED)
+    # `path` is the client's local file: as in MLflow, only its name is kept, under the URL's
+    # directory. Split on both separators, since a Windows client sends its own kind.
+    name = re.split(r"[\\/]", message.text("path"))[-1]
+    if not name:
+        raise invalid_parameter(
+            f"'path' must end with the name of the file uploaded; got {message.text('path')!r}"
+        )
+    path = safe_path(posixpath.join(directory, name))
+    assert path is not None
+    if action != "create" and not message.string("upload_id"):
+        raise missing_value("upload_id")
+    return store, path, message
+
+
+async def create_multipart(request: web.Request) -> web.StreamResponse:
+    store, path, message = await _multipart_target(request, "create")
+    num_parts = message.whole("num_parts")
+    if not 1 <= num_parts <= _MAX_PARTS:
+        raise invalid_parameter(
+            f"num_parts must be between 1 and {_MAX_PARTS} (S3's limit); got {num_parts}"
+        )
+    upload_id = await store.create_multipart(path)
+    try:
+        credentials = []
+        for number in range(1, num_parts + 1):
+            url = await store.presign_part(path, upload_id, number, _PART_URL_TTL)
+            # MLflow's JSON leaves out the empty `headers` map, as protobuf does.
+            credentials.append({"url": url, "part_number": number})
+            if number % 100 == 0:
+                await asyncio.sleep(0)  # signing is CPU work: let other requests in
+    except BaseException as exc:
+        # Nobody else knows the upload's id: abort it, or its parts would be billed forever.
+        try:
+            await run_to_completion(store.abort_multipart(path, upload_id))
+        except ArtifactError as abort_error:
+            exc.add_note(f"and aborting the multipart upload {upload_id!r} failed: {abort_error}")
+        raise
+    return json_response({"upload_id": upload_id, "credentials": credentials})
+
+
+async def complete_multipart(request: web.Request) -> web.StreamResponse:
+    store, path, message = await _multipart_target(request, "complete")
+    parts = [
+        (part.whole("part_number"), part.string("etag") or "") for part in message.messages("parts")
+    ]
+    await store.complete_multipart(path, message.text("upload_id"), parts)
+    return json_response({})
+
+
+async def abort_multipart(request: web.Request) -> web.StreamResponse:
+    store, path, message = await _multipart_target(request, "abort")
+    # An upload no longer in progress is as good as aborted, as a delete of nothing succeeds.
+    await store.abort_multipart(path, message.text("upload_id"))
+    return json_response({})
+
+
+_MULTIPART_HANDLERS: Final[dict[str, Handler]] = {
+    "create": create_multipart,
+    "complete": complete_multipart,
+    "abort": abort_multipart,
+}
 
 
 def add_routes(app: web.Application) -> None:
@@ -250,5 +347,5 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(files, download)
         app.router.add_delete(files, delete)
         app.router.add_get(f"{prefix}/artifacts", list_artifacts)
-        for action in _MPU_SCHEMAS:
-            app.router.add_post(f"{prefix}/mpu/{action}/{{path:.*}}", _multipart(action))
+        for action, handler in _MULTIPART_HANDLERS.items():
+            app.router.add_post(f"{prefix}/mpu/{action}/{{path:.*}}", handler)

@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from types import FrameType
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -37,16 +38,43 @@ _BACKLOG: Final = 1024
 _KILL_MARGIN: Final = 10.0
 
 log = logging.getLogger("tracker.server")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--backend-store-uri", envvar="MLFLOW_BACKEND_STORE_URI",
+        default=DEFAULT_BACKEND_STORE_URI, show_default=True, help=help,
+    )  # fmt: skip
+
+
+def _address_options(what: str) -> Callable[[F], F]:
+    """--host and --port, with MLflow's names, variables and defaults."""
+    host = click.option(
+        "-h", "--host", envvar="MLFLOW_HOST", default="127.0.0.1", show_default=True,
+        help=f"The interface to listen on; 0.0.0.0 exposes the {what} to the network.",
+    )  # fmt: skip
+    port = click.option(
+        "-p", "--port", envvar="MLFLOW_PORT", default=5000, show_default=True,
+        type=click.IntRange(0, 65535), help="The port to listen on (0: any free port).",
+    )  # fmt: skip
+    return lambda f: host(port(f))
+
+
+def _listen(host: str, port: int) -> tuple[socket.socket, str]:
+    """The bound socket and its URL; a port that cannot be had is a one-line error."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return sock, f"http://{shown}:{bound_port}"
 
 
 @click.command("server")
-@click.option(
-    "--backend-store-uri",
-    envvar="MLFLOW_BACKEND_STORE_URI",
-    default=DEFAULT_BACKEND_STORE_URI,
-    show_default=True,
-    help="Where runs are recorded: a directory, sqlite:///, postgresql://, mysql://...",
-)
+@_store_option("Where runs are recorded: a directory, sqlite:///, postgresql://, mysql://...")
 @click.option(
     "--default-artifact-root",
     envvar="MLFLOW_DEFAULT_ARTIFACT_ROOT",
@@ -67,23 +95,7 @@ log = logging.getLogger("tracker.server")
     show_default=True,
     help="Proxy artifact uploads and downloads through this server.",
 )
-@click.option(
-    "-h",
-    "--host",
-    envvar="MLFLOW_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="The interface to listen on; 0.0.0.0 exposes the server to the network.",
-)
-@click.option(
-    "-p",
-    "--port",
-    envvar="MLFLOW_PORT",
-    default=5000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="The port to listen on (0: any free port).",
-)
+@_address_options("server")
 @click.option(
     "-w",
     "--workers",
@@ -133,15 +145,9 @@ def server(
         request_timeout=request_timeout,
     )
     _check(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        sock = _bind(host, port)
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    sock, url = _listen(host, port)
     click.echo(
-        f"tracker server listening on http://{shown}:{bound_port} "
+        f"tracker server listening on {url} "
         f"({workers} worker{'s' if workers > 1 else ''}, store {backend_store_uri})",
         err=True,
     )
@@ -153,36 +159,14 @@ def server(
 
 
 @click.command("ui")
-@click.option(
-    "--backend-store-uri",
-    envvar="MLFLOW_BACKEND_STORE_URI",
-    default=DEFAULT_BACKEND_STORE_URI,
-    show_default=True,
-    help="The store to show: a directory, sqlite:///, postgresql://, mysql://...",
-)
+@_store_option("The store to show: a directory, sqlite:///, postgresql://, mysql://...")
 @click.option(
     "--default-artifact-root",
     envvar="MLFLOW_DEFAULT_ARTIFACT_ROOT",
     default=None,
     help="Where experiments created in the UI keep artifacts (default: the store's own).",
 )
-@click.option(
-    "-h",
-    "--host",
-    envvar="MLFLOW_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="The interface to listen on; 0.0.0.0 exposes the UI to the network.",
-)
-@click.option(
-    "-p",
-    "--port",
-    envvar="MLFLOW_PORT",
-    default=5000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="The port to listen on (0: any free port).",
-)
+@_address_options("UI")
 def ui(backend_store_uri: str, default_artifact_root: str | None, host: str, port: int) -> None:
     """Browse a local store in the web UI, as `mlflow ui` does: experiments, runs, live
     charts, compare, artifacts and history, at the URL it prints (one process; artifacts are
@@ -193,15 +177,9 @@ def ui(backend_store_uri: str, default_artifact_root: str | None, host: str, por
         serve_artifacts=False,
     )
     _check(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        sock = _bind(host, port)
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    sock, url = _listen(host, port)
     click.echo(
-        f"tracker ui listening on http://{shown}:{bound_port} (store {backend_store_uri}); "
+        f"tracker ui listening on {url} (store {backend_store_uri}); "
         "open it in a browser, Ctrl-C to stop",
         err=True,
     )

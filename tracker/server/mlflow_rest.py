@@ -549,14 +549,17 @@ def add_routes(app: web.Application, rpcs: Sequence[Rpc] = RPCS) -> None:
 
 
 async def _server_info(request: web.Request) -> web.Response:
-    # What MLflow's clients probe before large transfers: this server offers neither
-    # multipart uploads nor presigned downloads, so they stream through the proxy.
+    # What MLflow's clients probe before large transfers. As MLflow's server: multipart
+    # uploads (to presigned part URLs) when the proxy stores artifacts on S3; downloads
+    # always stream through the proxy.
+    proxy = request.app[SERVICES].proxy
+    multipart = proxy is not None and artifacts_proxy.multipart_store(proxy) is not None
     return json_response(
         {
             "store_type": None,
             "workspaces_enabled": False,
             "trace_archival_enabled": False,
-            "multipart_uploads_enabled": False,
+            "multipart_uploads_enabled": multipart,
             "multipart_downloads_enabled": False,
             "presigned_upload_run_id_supported": False,
             "presigned_upload_model_id_supported": False,
