@@ -63,9 +63,19 @@ def start_server(
 ) -> ServerProcess:
     """Start `tracker server --port 0` and return once it answers /health."""
     artifacts = cwd / "artifacts"
-    command = [sys.executable, "-m", "tracker.cli", "server", "--port", "0",
-               "--backend-store-uri", backend or str(cwd / "mlruns"),
-               "--artifacts-destination", str(artifacts), *args]  # fmt: skip
+    return start_tracker(
+        cwd, "server", "--port", "0", "--backend-store-uri", backend or str(cwd / "mlruns"),
+        "--artifacts-destination", str(artifacts), *args, env=env, artifacts=artifacts,
+    )  # fmt: skip
+
+
+def start_tracker(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, artifacts: Path | None = None
+) -> ServerProcess:
+    """Start `tracker ARGS...` (a command that serves: `server`, `ui`), read the URL it says it
+    listens on, and return once that answers /health."""
+    artifacts = artifacts or cwd / "artifacts"
+    command = [sys.executable, "-m", "tracker.cli", *args]
     proc = subprocess.Popen(
         command, cwd=cwd, env=env or server_env(), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
-import re
 import struct
 import subprocess
-import sys
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -24,6 +20,7 @@ import pytest
 import requests
 
 import tracker
+from tests.server.conftest import server_env, start_tracker
 from tracker import DatasetInput
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -37,7 +34,6 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 START_TIMEOUT = 60.0
 WAIT_MS = 15_000
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"
@@ -132,36 +128,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     workdir = tmp_path_factory.mktemp("ui")
     store = str(workdir / "mlruns")
     ids = asyncio.run(_seed(store, workdir))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKER_"))}
-    env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tracker.cli", "ui", "--port", "0", "--backend-store-uri", store],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    found: queue.Queue[str | None] = queue.Queue()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        try:
-            for line in proc.stderr:
-                lines.append(line)
-                if match := _LISTENING.search(line):
-                    found.put(match.group(1))
-        finally:
-            proc.stderr.close()  # at EOF: the server has exited
-            found.put(None)
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        url = found.get(timeout=START_TIMEOUT)
-    except queue.Empty:
-        url = None
-    if url is None:
-        proc.kill()
-        raise AssertionError("`tracker ui` did not start:\n" + "".join(lines))
-    assert requests.get(f"{url}/health", timeout=START_TIMEOUT).text == "OK"
+    server = start_tracker(
+        workdir, "ui", "--port", "0", "--backend-store-uri", store, env=server_env()
+    )
+    url, proc, lines = server.url, server.proc, server.lines
     yield Seeded(url=url, proc=proc, lines=lines, **ids)
     proc.terminate()
     assert proc.wait(timeout=START_TIMEOUT) == 0, "".join(lines)
