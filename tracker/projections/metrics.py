@@ -62,7 +62,8 @@ class MetricsProjection(Projection):
 
     name = "metrics"
     # 2: chunk summaries name their min and max points' timestamps (tracker.series.Summary).
-    version = 2
+    # 3: latest_metrics indexed by (metric_key, metric_value) for searches.
+    version = 3
     tables = (latest_metrics, metric_chunks)
     ignores = frozenset(t for t in EVENT_TYPES.values() if t is not MetricsLogged)
 

@@ -63,7 +63,8 @@ _MINE: Final = (
 
 class RunsProjection(Projection):
     name = "runs"
-    version = 1
+    # 2: value indexes on run_params and run_tags for searches (tracker/stores/schema.py).
+    version = 2
     tables = (runs, run_params, run_tags, run_inputs, run_artifacts)
     ignores = frozenset(t for t in EVENT_TYPES.values() if t not in _MINE)
 

@@ -226,7 +226,11 @@ class Database(ABC):
 
         dialect = DIALECTS[self.family]
         out = [str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip()]
-        out += [str(sa.schema.CreateIndex(i).compile(dialect=dialect)) for i in table.indexes]
+        out += [
+            str(sa.schema.CreateIndex(i).compile(dialect=dialect))
+            for i in table.indexes
+            if dialect.name in schema.INDEX_DIALECTS.get(str(i.name), (dialect.name,))
+        ]
         return out
 
     async def create_tables(self, session: Session, tables: Iterable[sa.Table]) -> None:

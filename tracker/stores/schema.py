@@ -50,6 +50,31 @@ def _col(name: str, type_: Any, nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(name, type_, nullable=nullable)
 
 
+# Search indexes (tracker/search/sql.py) exist where the database keeps the statistics that
+# let its planner weigh them against the experiment index: PostgreSQL and MySQL/MariaDB do by
+# themselves. SQLite has none until ANALYZE runs, and without them guesses that a key-and-
+# range seek is always the narrowest start: on a store of 110,000 runs in 11 experiments, the
+# benchmark's search of one experiment went from 30 ms to 350 ms with these indexes and no
+# statistics (benchmarks/RESULTS.md, issue 12). SQL Server indexes no NVARCHAR(max) value at all.
+_SEARCH_DIALECTS: Final = ("postgresql", "mysql", "mariadb")
+
+
+INDEX_DIALECTS: Final[dict[str, tuple[str, ...]]] = {}
+"""Indexes created on some dialects only, by name: the stores' `ddl()` leaves them out elsewhere."""
+
+
+def _search_index(name: str, *columns: str, **kw: Any) -> sa.Index:
+    INDEX_DIALECTS[name] = _SEARCH_DIALECTS
+    return sa.Index(name, *columns, **kw)
+
+
+def _value_index(name: str, column: str) -> sa.Index:
+    """An index for `column = value` on a text value of up to 8000 characters: PostgreSQL's a
+    hash index, since a btree refuses entries over ~2700 bytes (the insert would fail);
+    MySQL's on the first 255 characters (it indexes no whole TEXT)."""
+    return _search_index(name, column, postgresql_using="hash", mysql_length={column: 255})
+
+
 # -- the log ---------------------------------------------------------------------------------
 
 events: Final = sa.Table(
@@ -144,6 +169,9 @@ run_params: Final = sa.Table(
     sa.Column("run_id", _id(), primary_key=True),
     sa.Column("param_key", _key(), primary_key=True),
     _col("param_value", TEXT),
+    # The primary key serves a run's params; searches filter on a value first (a
+    # `params.k = 'v'` is usually the most selective clause), then check the key.
+    _value_index("ix_run_params_0", "param_value"),
 )
 
 run_tags: Final = sa.Table(
@@ -152,6 +180,7 @@ run_tags: Final = sa.Table(
     sa.Column("run_id", _id(), primary_key=True),
     sa.Column("tag_key", _key(), primary_key=True),
     _col("tag_value", TEXT),
+    _value_index("ix_run_tags_0", "tag_value"),
 )
 
 run_inputs: Final = sa.Table(
@@ -186,6 +215,9 @@ latest_metrics: Final = sa.Table(
     _col("is_nan", sa.SmallInteger()),
     _col("ts", sa.BigInteger()),
     _col("step", sa.BigInteger()),
+    # A search's `metrics.k > x` seeks here (the primary key leads with run_id, so without
+    # this a planner scans every run's row for the key).
+    _search_index("ix_latest_metrics_0", "metric_key", "metric_value"),
 )
 
 metric_chunks: Final = sa.Table(
