@@ -297,7 +297,11 @@ class CommandHandler:
         clock = _monotonic()
         if meta is not None:
             self._streams.move_to_end(stream)
-            fresh = not meta.stale and (ttl is None or clock - meta.loaded_at < ttl)
+            # An empty stream is read again every time: "it does not exist" may be out of date
+            # the moment another process creates it, and a refusal must not rest on that.
+            fresh = (
+                not meta.stale and meta.seq > 0 and (ttl is None or clock - meta.loaded_at < ttl)
+            )
             if fresh:
                 return
         else:

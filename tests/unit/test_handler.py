@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from tracker.commands import CreateExperiment, CreateRun, LogBatch
-from tracker.errors import ParamConflictError
+from tracker.errors import NotFoundError, ParamConflictError
 from tracker.handler import Accepted, CommandHandler
 from tracker.stores.memory import InMemoryEventLog
 
@@ -39,3 +39,22 @@ async def test_decisions_of_a_conflicted_attempt_are_made_again() -> None:
     assert isinstance(v0, ParamConflictError) and "v1" in str(v0), v0
     params = [r.event for r in await log.read() if type(r.event).__name__ == "ParamsLogged"]
     assert len(params) == 1  # only the first writer's lr, and no conflicting event
+
+
+async def test_a_refusal_for_something_missing_is_never_decided_on_a_stale_cache() -> None:
+    """A handler that found experiment 5 missing is told the truth once another process has
+    created it, at once (not after a cache's time to live): what does not exist is re-read."""
+    log = InMemoryEventLog()
+    await log.open()
+    first, other = CommandHandler(log), CommandHandler(log)
+    run = CreateRun(run_id=uuid.uuid4().hex, experiment_id="5", run_name="r", start_time=1)
+    [refused] = await first.handle([run])
+    assert isinstance(refused, NotFoundError)
+    [made] = await other.handle(
+        [CreateExperiment(name="five", experiment_id="5", artifact_location="/tmp/a")]
+    )
+    assert isinstance(made, Accepted)
+    [created] = await first.handle(
+        [CreateRun(run_id=run.run_id, experiment_id="5", run_name="r", start_time=1)]
+    )
+    assert isinstance(created, Accepted) and created.events, created

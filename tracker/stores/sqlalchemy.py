@@ -299,6 +299,8 @@ class SqlAlchemyEventStore(SqlEventStore):
         if self.family == "mysql" and _mysql_code(exc) in _MYSQL_UNAVAILABLE:
             return True
         orig = getattr(exc, "orig", None)
+        if _broken_asyncpg_connection(orig):
+            return True
         return isinstance(exc, OSError | TimeoutError) or isinstance(orig, OSError | TimeoutError)
 
     def _translate(self, exc: BaseException) -> BaseException:
@@ -604,3 +606,23 @@ _ON_CONNECT: Final = {
     "mysql": _mysql_connect, "sqlite": _sqlite_connect, "postgresql": _no_setup,
     "mssql": _no_setup,
 }  # fmt: skip
+
+
+def _broken_asyncpg_connection(orig: object) -> bool:
+    """Whether a driver error (SQLAlchemy's `orig`) is asyncpg saying the connection is gone or
+    was left mid-operation by a failure (a killed backend, a cancelled call): another
+    connection may work, as on the native PostgreSQL store."""
+    try:
+        import asyncpg
+    except ImportError:
+        return False
+    broken = (asyncpg.InternalClientError, asyncpg.InterfaceError,
+              asyncpg.ConnectionDoesNotExistError)  # fmt: skip
+    seen: object = orig
+    for _ in range(4):  # the adapter wraps asyncpg's error as its cause
+        if seen is None:
+            return False
+        if isinstance(seen, broken):
+            return True
+        seen = getattr(seen, "__cause__", None)
+    return False
