@@ -39,7 +39,8 @@ def refuses_connections(url: str) -> bool:
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=5):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connection sat in the backlog of a socket that was closed meanwhile.
         return True
 
 

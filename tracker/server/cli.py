@@ -290,20 +290,38 @@ def _supervise(
             )
         sock.close()
         code = 0
-        remaining = {child.pid: child for child in children}
-        while remaining:
-            pid, status = os.wait()  # resumes by itself after a signal handler (PEP 475)
-            child = remaining.pop(pid, None)
-            if child is None:
-                continue
-            child.returncode = os.waitstatus_to_exitcode(status)
-            _mark_dead(pid, metrics_dir)
+
+        def ended(child: subprocess.Popen[bytes]) -> None:
+            nonlocal code
+            _mark_dead(child.pid, metrics_dir)
             if not stopping:
-                log.error("worker %d exited with %d; stopping the server", pid, child.returncode)
+                log.error(
+                    "worker %d exited with %d; stopping the server", child.pid, child.returncode
+                )
                 code = 1
                 stop(signal.SIGTERM, None)
             elif child.returncode != 0:
                 code = 1
+
+        remaining = {child.pid: child for child in children}
+        while remaining:
+            # Popen.send_signal polls first, and a poll reaps a worker that has exited: those
+            # have their code already, and os.wait would never report them.
+            for child in [c for c in remaining.values() if c.returncode is not None]:
+                del remaining[child.pid]
+                ended(child)
+            if not remaining:
+                break
+            try:
+                pid, status = os.wait()  # resumes by itself after a signal handler (PEP 475)
+            except ChildProcessError:  # every worker left was reaped by such a poll
+                for child in remaining.values():
+                    child.poll()
+                continue
+            found = remaining.pop(pid, None)
+            if found is not None:
+                found.returncode = os.waitstatus_to_exitcode(status)
+                ended(found)
         return code
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
