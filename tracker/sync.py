@@ -230,7 +230,13 @@ class SyncTracker:
         return self._call(self._tracker.submit_commands(commands, check_stored=check_stored))
 
     def statistics(self) -> WriterStatistics:
-        return self._tracker.statistics()
+        """The writer's statistics, read on the loop thread (the queue has no lock to read
+        them from this one)."""
+
+        async def read() -> WriterStatistics:
+            return self._tracker.statistics()
+
+        return self._call(read())
 
     def wait_until(self, position: int, timeout: float = 10.0) -> None:
         """Wait until the views reflect the log up to `position` (read-your-writes)."""

@@ -343,7 +343,9 @@ class Core:
 
     def statistics(self) -> WriterStatistics:
         """The writer's statistics; a remote tracker's are a RemoteStatistics, with the
-        outbox's batches, bytes and lag (tracker.remote)."""
+        outbox's batches, bytes and lag (tracker.remote). Call it on the tracker's own event
+        loop (SyncTracker.statistics does): it reads the queue without a lock, so another
+        thread may see it mid-change."""
         if self._remote is not None:
             return self._remote.sender.statistics(self._writer.statistics())
         return self._writer.statistics()
