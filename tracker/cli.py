@@ -571,64 +571,82 @@ async def _replay_remote(url: str, run_id: str, follow: bool, sink: Any) -> int:
             return count
         stop = asyncio.Event()
         installed = _stop_on_signals(stop)
-        reading = asyncio.ensure_future(_read_stream(http, base, run_id, after, sink))
+        written = [0]  # kept here: the reader is cancelled when a signal stops it
+        reading = asyncio.ensure_future(_read_stream(http, base, run_id, after, sink, written))
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if reading.done():
-                count += reading.result()  # raises what ended the stream
+                reading.result()  # raises what ended the stream
         finally:
             for task in (reading, stopping):
                 task.cancel()
             await asyncio.gather(reading, stopping, return_exceptions=True)
             for sig in installed:
                 asyncio.get_running_loop().remove_signal_handler(sig)
+            count += written[0]
     return count
 
 
-async def _read_stream(http: Any, base: str, run_id: str, after: int, sink: Any) -> int:
+async def _read_stream(
+    http: Any, base: str, run_id: str, after: int, sink: Any, written: list[int]
+) -> None:
     """Write the run's events from the server's SSE stream after position `after`, for ever
-    (until cancelled); reconnects with jittered backoff, for at most _FOLLOW_OUTAGE seconds of
-    outage at a time. The SSE framing is parsed here (a few lines: `id:`, `event:`, `data:`,
-    a blank line ends an event) rather than with a client library for one loop."""
+    (until cancelled), counting them in `written[0]`. A dropped stream is reopened from the
+    last event seen, with jittered backoff, for at most _FOLLOW_OUTAGE seconds of outage at a
+    time: a connection that delivered events starts the budget afresh. The SSE framing is
+    parsed here (a few lines: `id:`, `event:`, `data:`, a blank line ends an event) rather
+    than with a client library for one loop."""
     from tracker.remote.client import _aiohttp
 
-    client_error = _aiohttp().ClientError
-    count = 0
+    retryable = (StoreUnavailableError, _aiohttp().ClientError, OSError, TimeoutError)
+
+    async def connection() -> bool:
+        """Read one connection until it ends (raising); whether it delivered an event."""
+        nonlocal after
+        delivered = False
+        try:
+            async with http.get(
+                f"{base}/events/stream", params={"run_id": run_id},
+                headers={"Last-Event-ID": str(after), "Accept": "text/event-stream"},
+            ) as r:  # fmt: skip
+                if r.status >= 400:
+                    raise StoreUnavailableError(f"the event stream answered {r.status}")
+                kind, data, ident = "message", [], None
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line:
+                        field, _, value = line.partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if field == "data":
+                            data.append(value)
+                        elif field == "id":
+                            ident = value
+                        elif field == "event":
+                            kind = value
+                        continue
+                    if data and kind == "error":
+                        raise StoreUnavailableError("".join(data))
+                    if data and kind == "message":
+                        sink.write("\n".join(data).encode() + b"\n")
+                        sink.flush()
+                        written[0] += 1
+                        delivered = True
+                        after = int(ident) if ident else after
+                    kind, data, ident = "message", [], None
+                raise StoreUnavailableError("the event stream ended")
+        except retryable:
+            if delivered:
+                return True  # reconnect at once, with a fresh outage budget
+            raise
+
     while True:
         async for attempt in stamina.retry_context(
-            on=(StoreUnavailableError, client_error, OSError, TimeoutError), attempts=None,
-            timeout=_FOLLOW_OUTAGE, wait_initial=0.05, wait_max=2.0, wait_jitter=0.2,
+            on=retryable, attempts=None, timeout=_FOLLOW_OUTAGE, wait_initial=0.05,
+            wait_max=2.0, wait_jitter=0.2,
         ):  # fmt: skip
             with attempt:
-                async with http.get(
-                    f"{base}/events/stream", params={"run_id": run_id},
-                    headers={"Last-Event-ID": str(after), "Accept": "text/event-stream"},
-                ) as r:  # fmt: skip
-                    if r.status >= 400:
-                        raise StoreUnavailableError(f"the event stream answered {r.status}")
-                    kind, data, ident = "message", [], None
-                    async for raw in r.content:
-                        line = raw.decode().rstrip("\r\n")
-                        if line:
-                            field, _, value = line.partition(":")
-                            value = value[1:] if value.startswith(" ") else value
-                            if field == "data":
-                                data.append(value)
-                            elif field == "id":
-                                ident = value
-                            elif field == "event":
-                                kind = value
-                            continue
-                        if data and kind == "error":
-                            raise StoreUnavailableError("".join(data))
-                        if data and kind == "message":
-                            sink.write("\n".join(data).encode() + b"\n")
-                            sink.flush()
-                            count += 1
-                            after = int(ident) if ident else after
-                        kind, data, ident = "message", [], None
-                    raise StoreUnavailableError("the event stream ended")
+                await connection()
 
 
 async def _follow_run(tk: Tracker, run_id: str, after: int, sink: Any) -> int:

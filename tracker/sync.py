@@ -236,6 +236,8 @@ class SyncTracker:
         async def read() -> WriterStatistics:
             return self._tracker.statistics()
 
+        if self._loop is None:  # closed (or never opened): no writer runs to race with
+            return self._tracker.statistics()
         return self._call(read())
 
     def wait_until(self, position: int, timeout: float = 10.0) -> None:

@@ -322,6 +322,8 @@ class EventQueue:
                 if isinstance(chunk, Op):
                     self.in_memory -= 1
                     out.append(chunk)
+                    if isinstance(chunk.command, LogBatch):  # a batch's size is in points
+                        n += chunk.command.point_count
                     continue
                 if isinstance(chunk, Spilled):
                     n += chunk.n

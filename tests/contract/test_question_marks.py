@@ -1,16 +1,13 @@
 """Values are bound, never pasted into SQL nor rewritten: text holding `?` and other
-placeholder look-alikes round-trips on every backend, as does the NULL ordering helper."""
+placeholder look-alikes round-trips on every backend."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Final
 
-import sqlalchemy as sa
-
 from tracker import Tracker
 from tracker.stores.base import SqlEventStore
-from tracker.stores.sql import insert, nulls_last
 
 # `?` is SQLite's placeholder and PostgreSQL's JSON operator (also `?|`, `?&`); the others are
 # the placeholders of the other drivers.
@@ -40,27 +37,3 @@ async def test_values_holding_question_marks_round_trip(
         found = await tk.get_experiment_by_name("exp a?b ? c")
         assert found is not None and found.experiment_id == exp
         assert found.tags == {"q": "a?b ? c"}
-
-
-_PROBE: Final = sa.Table(
-    "nulls_probe",
-    sa.MetaData(),
-    sa.Column("k", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("v", sa.Float, nullable=True),
-)
-_DESC: Final = sa.select(_PROBE.c.k).order_by(nulls_last(_PROBE.c.v, descending=True), _PROBE.c.k)
-_ASC: Final = sa.select(_PROBE.c.k).order_by(nulls_last(_PROBE.c.v), _PROBE.c.k)
-
-
-async def test_nulls_last_orders_nulls_last_on_every_backend(store: SqlEventStore) -> None:
-    """nulls_last() puts rows whose column is NULL after every value, in both directions,
-    whichever form the backend's SQL needs."""
-    async with store.transaction() as s:
-        await store.create_tables(s, [_PROBE])
-        await s.executemany(
-            insert(_PROBE),
-            [{"k": 1, "v": 5.0}, {"k": 2, "v": None}, {"k": 3, "v": 7.0}, {"k": 4, "v": None}],
-        )
-    async with store.snapshot() as s:
-        assert [r[0] for r in await s.fetchall(_DESC)] == [3, 1, 2, 4]
-        assert [r[0] for r in await s.fetchall(_ASC)] == [1, 3, 2, 4]

@@ -168,6 +168,20 @@ async def test_a_malformed_command_refuses_the_whole_batch(http: Client) -> None
     await get_run(http, create.run_id, 404)
 
 
+async def test_a_run_with_its_own_artifact_uri_is_refused(http: Client) -> None:
+    """A client cannot choose where a run's artifacts live: with file:/// it could read any
+    file the server can through the artifact routes. The batch is refused, nothing stored."""
+    run = new_run()
+    chosen = CreateRun(
+        run_id=run.run_id, experiment_id="0", run_name="x", start_time=1,
+        artifact_uri="file:///",
+    )  # fmt: skip
+    answer = await send(http, [chosen], 400)
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "commands[0]" in answer["message"] and "artifact_uri" in answer["message"]
+    await get_run(http, run.run_id, 404)
+
+
 async def test_two_commands_with_one_id_refuse_the_batch(http: Client) -> None:
     """A batch that gives two commands one id (the log would keep only one) is a 400."""
     create = new_run()

@@ -55,6 +55,27 @@ async def test_a_proxied_artifact_is_served_inline_or_as_a_download(
     assert climbing.status == 400
 
 
+async def test_a_proxying_server_serves_no_artifact_outside_its_destination(
+    http: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    """An experiment's artifact location is a client's to choose: a server that proxies
+    artifacts must not read files from wherever it points (here a directory of the server's
+    own files), only from its destination."""
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "secret.txt").write_text("not yours")
+    body = {"name": "elsewhere", "artifact_location": secret.as_uri()}
+    exp = await (await http.post(f"{API}/experiments/create", json=body)).json()
+    answer = await http.post(f"{API}/runs/create", json={"experiment_id": exp["experiment_id"]})
+    run = (await answer.json())["run"]["info"]
+    assert run["artifact_uri"].startswith(secret.as_uri())
+    (secret / run["run_id"] / "artifacts").mkdir(parents=True)
+    (secret / run["run_id"] / "artifacts" / "secret.txt").write_text("not yours")
+    refused = await http.get(f"{NATIVE}/runs/{run['run_id']}/artifacts/secret.txt")
+    assert refused.status == 404
+    assert b"not yours" not in await refused.read()
+
+
 async def test_the_state_endpoint_replays_to_a_position(http: TestClient[Any, Any]) -> None:
     """The run at a position has what was logged up to it, not later; a bad position is a
     400 that says what to give."""

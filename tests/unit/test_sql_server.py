@@ -3,9 +3,19 @@ SQL Server exists here; README says so)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
-from tracker.projections import default_projections, experiments, metrics, queries, runs
+from tracker.projections import (
+    default_projections,
+    downsampling,
+    experiments,
+    metrics,
+    queries,
+    runs,
+)
+from tracker.search.sql import experiment_search, run_search
 from tracker.stores import base, schema
 from tracker.stores.sql import compiled, insert, insert_ignore, upsert
 from tracker.stores.sqlalchemy import SqlAlchemyEventStore, async_url
@@ -19,15 +29,23 @@ _BY_RUN = (
 )
 
 
+def _search_runs(
+    n_experiments: int, stages: tuple[str, ...], status: str | None = None, after: Any = None
+) -> sa.Executable:
+    """An unfiltered run search in its default order, as the queries build it."""
+    search = run_search("mssql", (), (), stages=stages, status=status)
+    return search.statement(n_experiments, after)
+
+
 def _module_statements(*modules: object) -> list[sa.Executable]:
     return [v for m in modules for v in vars(m).values() if isinstance(v, sa.Executable)]
 
 
 def _statements() -> list[sa.Executable]:
-    out = _module_statements(base, queries, runs, experiments, metrics)
-    out += [queries._search_runs(3, ("active",), True, True), queries._chunk_blobs(4)]
+    out = _module_statements(base, queries, downsampling, runs, experiments, metrics)
+    out += [_search_runs(3, ("active",), status="RUNNING", after=(0, "")), queries._chunk_blobs(4)]
     out += [
-        queries._search_experiments(("active", "deleted")),
+        experiment_search("mssql", (), (), ("active", "deleted"))[0],
         base._read_stream(True, True, ("M",)),
         queries._experiment_tags(1),
         queries._experiment_tags(5),
@@ -64,7 +82,7 @@ def test_every_statement_compiles_for_sql_server() -> None:
     merge = compiled(upsert("mssql", schema.run_tags), "mssql").sql
     assert merge.startswith("MERGE INTO run_tags") and "WHEN NOT MATCHED THEN INSERT" in merge
     assert "WHEN MATCHED THEN UPDATE SET tag_value = source.tag_value" in merge
-    page = compiled(queries._search_runs(1, ("active",), False, False), "mssql").sql
+    page = compiled(_search_runs(1, ("active",)), "mssql").sql
     assert "ORDER BY" in page and ("FETCH" in page or "TOP" in page or "ROW_NUMBER" in page)
 
 

@@ -137,3 +137,12 @@ def test_a_failed_open_leaves_no_thread_and_calls_when_closed_raise(tmp_path: Pa
     caller.join(timeout=10)
     assert not caller.is_alive(), "a call on an unopened SyncTracker hung"
     assert isinstance(outcome[0], InvalidStateError)
+
+
+def test_statistics_can_be_read_after_close(tmp_path: Path) -> None:
+    """Statistics are read on the loop thread while it runs, and still answer once closed."""
+    with SyncTracker(str(tmp_path)) as tk, tk.start_run("s") as run:
+        run.log_metric("m", 1.0)
+        tk.flush()
+        assert tk.statistics().points_written == 1
+    assert tk.statistics().points_written == 1

@@ -264,3 +264,22 @@ async def test_an_awaited_command_returns_once_durable_not_at_the_next_poll(
             await tk.flush()
         elapsed = loop.time() - started
     assert elapsed < 5.0, f"40 awaited writes took {elapsed:.1f}s"
+
+
+def test_a_queued_batch_weighs_its_points_in_a_take() -> None:
+    """log_metric_array's pieces are operations holding many points: the writer's batch limit
+    counts their points (a take stops once it holds `limit`), so three 60,000-point pieces
+    are not all taken into one 100,000-point batch."""
+    import numpy as np
+
+    from tracker.commands import LogBatch
+    from tracker.events import MetricSeries
+    from tracker.writer import EventQueue, Op
+
+    q = EventQueue(1000, "spill", False, None)
+    n = 60_000
+    piece = MetricSeries("m", np.arange(n), np.ones(n, dtype=np.int64), np.zeros(n))
+    for _ in range(3):
+        q.put(Op(LogBatch(run_id="a" * 32, series=(piece,))))
+    assert len(q.take(100_000)) == 2
+    assert len(q.take(100_000)) == 1

@@ -24,7 +24,14 @@ from tracker.search.grammar import (
     parse_run_filter,
     parse_run_order_by,
 )
-from tracker.search.sql import RUN_COLUMNS, Term, experiment_search, fingerprint, run_search
+from tracker.search.sql import (
+    EXPERIMENT_COLUMNS,
+    RUN_COLUMNS,
+    Term,
+    experiment_search,
+    fingerprint,
+    run_search,
+)
 from tracker.serialization import unpack_series
 from tracker.stores.base import Database, EventLog, Row, Session
 from tracker.stores.schema import (
@@ -50,14 +57,6 @@ INT64_MAX: Final = (1 << 63) - 1
 _INDEX_PAGE: Final = 1000
 
 X, XT, R, C = experiments, experiment_tags, runs, metric_chunks
-_EXP_COLUMNS: Final = (
-    X.c.experiment_id, X.c.name, X.c.artifact_location, X.c.lifecycle_stage, X.c.creation_time,
-    X.c.last_update_time,
-)  # fmt: skip
-_RUN_COLUMNS: Final = (
-    R.c.run_id, R.c.experiment_id, R.c.run_name, R.c.user_id, R.c.status, R.c.start_time,
-    R.c.end_time, R.c.lifecycle_stage, R.c.artifact_uri,
-)  # fmt: skip
 
 
 # -- page tokens: opaque to callers, fully checked when they come back ------------------------
@@ -180,17 +179,16 @@ def _check_max(max_results: object, limit: int = MAX_SEARCH_RESULTS) -> int:
 
 # -- statements ---------------------------------------------------------------------------------
 
-_GET_EXPERIMENT: Final = sa.select(*_EXP_COLUMNS).where(X.c.experiment_id == sa.bindparam("eid"))
+_GET_EXPERIMENT: Final = sa.select(*EXPERIMENT_COLUMNS).where(
+    X.c.experiment_id == sa.bindparam("eid")
+)
 _EXPERIMENT_BY_NAME: Final = (
-    sa.select(*_EXP_COLUMNS).where(X.c.name == sa.bindparam("name")).order_by(X.c.lifecycle_stage)
+    sa.select(*EXPERIMENT_COLUMNS)
+    .where(X.c.name == sa.bindparam("name"))
+    .order_by(X.c.lifecycle_stage)
 )
 _EXPERIMENT_IDS: Final = sa.select(X.c.experiment_id)
-_GET_RUN: Final = sa.select(*_RUN_COLUMNS).where(R.c.run_id == sa.bindparam("rid"))
-
-
-def _search_experiments(stages: tuple[str, ...]) -> Statement:
-    """The unfiltered search_experiments statement (default order), for SQL Server checks."""
-    return experiment_search("sqlite", (), (), stages)[0]
+_GET_RUN: Final = sa.select(*RUN_COLUMNS).where(R.c.run_id == sa.bindparam("rid"))
 
 
 @lru_cache(maxsize=64)
@@ -205,14 +203,6 @@ def _experiment_tags(n: int) -> Statement:
     return sa.select(XT.c.experiment_id, XT.c.tag_key, XT.c.tag_value).where(
         XT.c.experiment_id.in_(in_list(n))
     )
-
-
-def _search_runs(
-    n_experiments: int, stages: tuple[str, ...], status: bool, after: bool
-) -> Statement:
-    """The unfiltered search_runs statement (default order), for SQL Server checks."""
-    search = run_search("mssql", (), (), stages=stages, status="RUNNING" if status else None)
-    return search.statement(n_experiments, (0, "") if after else None)
 
 
 _METRIC_KEYS: Final = (
@@ -411,7 +401,7 @@ class Queries:
         return out
 
     async def runs(self, s: Session, rows: Sequence[Row]) -> list[RunView]:
-        """Run views for rows of `_RUN_COLUMNS`, with their params, tags, metrics and inputs."""
+        """Run views for rows of `RUN_COLUMNS`, with their params, tags, metrics and inputs."""
         if not rows:
             return []
         ids = [r[0] for r in rows]

@@ -11,7 +11,6 @@ from tracker.remote.client import DEFAULT_HTTP_TIMEOUT, RemoteClient
 from tracker.remote.handler import RemoteHandler, RemoteStatistics, Sender
 from tracker.remote.outbox import Outbox, default_outbox_dir, left_behind
 from tracker.remote.queries import RemoteDatabase, RemoteLog, RemoteQueries
-from tracker.stores.uris import mask_password
 
 __all__ = [
     "Remote",
@@ -35,7 +34,10 @@ class Remote:
         http_timeout: float = DEFAULT_HTTP_TIMEOUT,
     ) -> None:  # fmt: skip
         self.client = RemoteClient(url, timeout=http_timeout)
-        directory = outbox_dir if outbox_dir is not None else default_outbox_dir(mask_password(url))
+        # The client's spelling of the URL (no trailing slash, no password): one server, one outbox.
+        directory = (
+            outbox_dir if outbox_dir is not None else default_outbox_dir(self.client.display_url)
+        )
         self.outbox_dir = Path(directory)
         self.outbox = Outbox.create(self.outbox_dir)
         self.sender = Sender(self.client, self.outbox, write_timeout=write_timeout)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from tracker.search.grammar import Comparison, ExperimentComparison, Kind, Op, OrderKey
+from tracker.stores.base import DOUBLE_MAX
 from tracker.stores.schema import (
     experiment_tags,
     experiments,
@@ -51,7 +52,6 @@ EXPERIMENT_COLUMNS: Final = (
     X.c.last_update_time,
 )  # fmt: skip
 
-DOUBLE_MAX: Final = 1.7976931348623157e308
 # SQL Server's default collations are usually case-insensitive; this one compares code units.
 _MSSQL_BINARY: Final = "Latin1_General_100_BIN2"
 # MySQL and MariaDB sort a TEXT value by its first max_sort_length bytes (default 1024) only;

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from tracker import wire
-from tracker.commands import Command
+from tracker.commands import Command, CreateRun
 from tracker.errors import InvalidInputError, TrackerError
 from tracker.events import MetricsLogged, RecordedEvent, RunCreated, experiment_stream, run_stream
 from tracker.handler import Accepted
@@ -98,6 +98,14 @@ def _commands(body: Mapping[str, Any], limit: int) -> list[Command]:
                 f"Invalid value for parameter 'commands[{i}]': {exc}; nothing of the batch "
                 "was stored"
             ) from None
+        if isinstance(command, CreateRun) and command.artifact_uri is not None:
+            # The server places a run's artifacts under its experiment's location: a client's
+            # own URI would let it read any file the server can (through the UI's artifact
+            # route) or write anywhere with the server's credentials.
+            raise invalid_parameter(
+                f"Invalid value for parameter 'commands[{i}]': a run's artifact_uri is chosen "
+                "by the server; leave it out (nothing of the batch was stored)"
+            )
         first = seen.setdefault(command.command_id, i)
         if first != i:
             # The log keeps one event per id: the second command would be lost unnoticed.
@@ -361,6 +369,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     sse = EventSourceResponse(ping_interval=services.config.stream_heartbeat)
     await sse.prepare(request)
     streams.open.add(sse)
+    if streams.closing:  # the shutdown began while this stream was being prepared
+        sse.stop_streaming()
     try:
         pump = asyncio.create_task(_pump(sse, follow, watch, after))
         try:

@@ -56,7 +56,7 @@ def _col(name: str, type_: Any, nullable: bool = False) -> sa.Column[Any]:
 # range seek is always the narrowest start: on a store of 110,000 runs in 11 experiments, the
 # benchmark's search of one experiment went from 30 ms to 350 ms with these indexes and no
 # statistics (benchmarks/RESULTS.md, issue 12). SQL Server indexes no NVARCHAR(max) value at all.
-_SEARCH_DIALECTS: Final = ("postgresql", "mysql", "mariadb")
+_SEARCH_DIALECTS: Final = ("postgresql", "mysql")  # MariaDB compiles as mysql
 
 
 INDEX_DIALECTS: Final[dict[str, tuple[str, ...]]] = {}

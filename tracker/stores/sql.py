@@ -14,7 +14,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
-from sqlalchemy.sql.visitors import InternalTraversal
 
 Statement = Executable
 """A Core statement or `sa.text(...)`; parameters are bound by name, never pasted in."""
@@ -115,50 +114,6 @@ def insert_ignore(family: str, table: sa.Table) -> Statement:
 def insert(table: sa.Table) -> Statement:
     """A plain INSERT of every column, parameters named after the columns."""
     return sa.insert(table).values(_binds(table))
-
-
-# -- ordering ----------------------------------------------------------------------------------
-
-
-class nulls_last(sa.sql.expression.ColumnElement[Any]):
-    """An ORDER BY key: `column` ascending (or `descending`), NULLs after every value, on
-    every backend. PostgreSQL and SQLite say NULLS LAST (an index on the column still serves
-    it); MySQL, MariaDB and SQL Server lack it, so an "is it NULL" key goes first. Use it in
-    `order_by` only: on those backends it is two keys."""
-
-    inherit_cache = True
-    # What SQLAlchemy's statement cache keys on; a list, as SQLAlchemy declares it.
-    _traverse_internals = [  # noqa: RUF012
-        ("column", InternalTraversal.dp_clauseelement),
-        ("descending", InternalTraversal.dp_boolean),
-    ]
-
-    def __init__(self, column: sa.ColumnElement[Any], descending: bool = False) -> None:
-        self.column = column
-        self.descending = descending
-        self.type = column.type
-
-
-def _direction(element: nulls_last) -> str:
-    return "DESC" if element.descending else "ASC"
-
-
-@compiles(nulls_last)
-def _nulls_last_default(element: nulls_last, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"{compiler.process(element.column, **kw)} {_direction(element)} NULLS LAST"
-
-
-@compiles(nulls_last, "mysql")
-@compiles(nulls_last, "mariadb")
-def _nulls_last_mysql(element: nulls_last, compiler: SQLCompiler, **kw: Any) -> str:
-    column = compiler.process(element.column, **kw)
-    return f"{column} IS NULL, {column} {_direction(element)}"
-
-
-@compiles(nulls_last, "mssql")
-def _nulls_last_mssql(element: nulls_last, compiler: SQLCompiler, **kw: Any) -> str:
-    column = compiler.process(element.column, **kw)
-    return f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {_direction(element)}"
 
 
 # -- reading part of a blob ------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tracker.errors import (
     TrackerError,
 )
 from tracker.events import NewEvent, RecordedEvent
+from tracker.stores import schema
 from tracker.stores.base import E, Encoded, Row, SqlEventStore, numbered
 from tracker.stores.postgres import (
     APPEND_ONLY_DDL,
@@ -488,6 +489,7 @@ class SqlAlchemyEventStore(SqlEventStore):
         out += [
             str(sa.schema.CreateIndex(i, if_not_exists=True).compile(dialect=dialect))
             for i in table.indexes
+            if "mysql" in schema.INDEX_DIALECTS.get(str(i.name), ("mysql",))
         ]
         return out
 

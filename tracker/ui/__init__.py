@@ -18,7 +18,12 @@ from tracker.server.artifacts_proxy import (
     safe_path,
 )
 from tracker.server.entities import metric_json, run_json
-from tracker.server.errors import INVALID_PARAMETER_VALUE, INVALID_PATH, RestError
+from tracker.server.errors import (
+    INVALID_PARAMETER_VALUE,
+    INVALID_PATH,
+    RESOURCE_DOES_NOT_EXIST,
+    RestError,
+)
 from tracker.server.protocol import json_response
 from tracker.server.series_api import PREFIX
 from tracker.server.services import SERVICES
@@ -90,10 +95,17 @@ async def artifact(request: web.Request) -> web.StreamResponse:
         "Content-Security-Policy": "sandbox",
         "Cache-Control": "no-cache",
     }
-    if request.query.get("download"):
+    if services.proxy is not None and prefix is None:
+        # A server that proxies artifacts serves only what is under its destination: an
+        # experiment's location is a client's to choose, and must not open the server's files.
+        raise RestError(
+            RESOURCE_DOES_NOT_EXIST,
+            f"Run {run.info.run_id}'s artifacts are not stored through this server",
+        )
+    if request.query.get("download") not in (None, "", "0", "false"):
         headers["Content-Disposition"] = content_disposition(name)
     async with contextlib.AsyncExitStack() as stack:
-        if prefix is not None and services.proxy is not None:
+        if prefix is not None and services.proxy is not None:  # the server's destination
             store = services.proxy.store
             path = posixpath.join(prefix, path) if prefix else path
         else:
