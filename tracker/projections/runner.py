@@ -207,10 +207,11 @@ class ProjectionRunner:
                 p.reset()
 
     async def _save(self, s: Session, p: Projection, position: int) -> None:
-        await s.execute(
-            upsert(self.database.family, projection_state),
-            {"name": p.name, "position": position, "version": p.version},
-        )
+        # A batch, not execute(): on SQLite it rides with the COMMIT's hop to the thread.
+        await s.execute_batch(
+            [(upsert(self.database.family, projection_state),
+              [{"name": p.name, "position": position, "version": p.version}])]
+        )  # fmt: skip
 
     async def _forget_errors(self, s: Session, name: str) -> None:
         await s.execute(sa.delete(projection_errors).where(projection_errors.c.projection == name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +34,36 @@ _HEAD: Final = sa.select(sa.func.max(E.c.position))
 # come back), I/O errors (a network file system's hiccup).
 _TRANSIENT: Final = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR"})
 BUSY_PRAGMA_TIMEOUT: Final = 30.0  # as long as busy_timeout waits for a lock elsewhere
+HANDOFF_EVERY: Final = 0.0005
+HANDOFF_SLEEP: Final = 0.0001
+
+
+class _Handoff:
+    """While a call runs on a connection's thread, the event loop's thread gives that thread
+    the GIL: every HANDOFF_EVERY seconds it sleeps HANDOFF_SLEEP, until the call is done.
+
+    Why: a thread that waits for the GIL asks its holder to drop it only when no thread took
+    the GIL during the last switch interval (5 ms). An event loop that is busy (a training loop
+    awaiting between steps) releases and retakes the GIL at every iteration, in its zero-timeout
+    poll, every fraction of a millisecond; each counts as a switch, so the request is never
+    made and the connection's thread gets the GIL only when it wins a race it mostly loses. A
+    batch's commit then took 0.4 to 2.7 s instead of 15 ms, and the queue spilled. A sleep
+    releases the GIL long enough for the waiting thread to take it. The cost is bounded: at
+    most a fifth of the loop's time, only while a call is in flight, and none for calls shorter
+    than HANDOFF_EVERY; an idle loop sleeps in its poll and hands the GIL over anyway.
+    benchmarks/ingest.py --sample-window measures the effect (benchmarks/RESULTS.md)."""
+
+    __slots__ = ("done", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
+        self.loop, self.done = loop, done
+        loop.call_later(HANDOFF_EVERY, self.nudge)
+
+    def nudge(self) -> None:
+        if self.done.done():
+            return
+        time.sleep(HANDOFF_SLEEP)
+        self.loop.call_later(HANDOFF_EVERY, self.nudge)
 
 
 class _Connection:
@@ -40,7 +71,8 @@ class _Connection:
 
     Why not aiosqlite: it hops to its thread once per statement and offers no public way to run
     a whole transaction in one hop. Under a training loop that holds the GIL, each hop waits for
-    the loop, so a batch of twenty statements took seconds; here an append is one hop.
+    the loop, so a batch of twenty statements took seconds; here an append is one hop, and
+    `_Handoff` makes sure the thread gets the GIL while it runs.
     """
 
     def __init__(self, path: Path) -> None:
@@ -51,7 +83,9 @@ class _Connection:
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the connection's thread, translating sqlite3's errors."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, fn)
+        done = loop.run_in_executor(self._executor, self._run, fn)
+        _Handoff(loop, done)
+        return await done
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
