@@ -9,7 +9,10 @@ items, points and operations alike; what happens beyond that is the `on_full` po
 - "block" (sync facade only): the logging thread waits until the writer makes room.
 - "raise": log_* raises QueueFullError and queues nothing of that call.
 - "spill" (default): points and operations go to an unlinked spill file next to the log and
-  are written from there in order; memory stays flat whatever the producer's speed.
+  are written from there in order; memory stays flat whatever the producer's speed. The
+  writer's spill task writes them out between the loop's steps once the queue is three
+  quarters full; a log_* call spills by itself only when the queue is full all the same (a
+  loop that never awaits).
 
 While the store is down, batches are retried with jittered backoff, nothing is dropped, and
 `flush()` raises WriterError once writes have failed for `write_timeout` seconds. On shutdown,
@@ -157,6 +160,12 @@ class EventQueue:
         """Points in sealed in-memory segments, plus operations."""
         self.spilled_pending = 0
         self.spilled_points = 0
+        self.spilled_inline = 0
+        """Points a log_* call had to spill itself (cumulative)."""
+        self.soft_limit = max(1, max_queue * 3 // 4)
+        """From here on the spill task writes sealed items out (on_full="spill")."""
+        self.want_spill: Callable[[], None] = lambda: None
+        """Set by the writer: wakes its spill task. Called with the lock held, if any."""
         self.parked = False
         self.full = False
         """A producer waits for room: the writer must not linger."""
@@ -178,6 +187,8 @@ class EventQueue:
             self.open.remove(old)
         if self.in_memory >= self.max_queue:
             self._full()
+        elif self.in_memory >= self.soft_limit and self.on_full == "spill":
+            self.want_spill()
         seg = RunPoints(run_id, owner)
         owner._points = seg
         self.chunks.append(seg)
@@ -204,16 +215,12 @@ class EventQueue:
             finally:
                 self.full = False
             return
-        # Spill the newest sealed items: the writer reads the oldest next, from memory.
+        # The spill task fell behind (or the loop never lets it run): spill here, down to half.
         try:
-            for i in range(len(self.chunks) - 1, -1, -1):
-                if self.in_memory < self.max_queue // 2:
-                    break
-                chunk = self.chunks[i]
-                if isinstance(chunk, RunPoints) and chunk.owner is None:
-                    self.chunks[i] = self._write_points(chunk)
-                elif isinstance(chunk, Op) and chunk.future is None and chunk is not keep:
-                    self.chunks[i] = self._write_op(chunk)
+            before = self.spilled_points
+            while self.in_memory >= self.max_queue // 2 and self.spill_one(keep):
+                pass
+            self.spilled_inline += self.spilled_points - before
         except OSError as exc:
             where = self.spill_dir or tempfile.gettempdir()
             full = "disk full" if exc.errno == 28 else f"cannot write ({exc.strerror})"
@@ -222,6 +229,24 @@ class EventQueue:
                 f"{full} at {where}; nothing queued so far is lost, and logging resumes when "
                 "the writer catches up or space returns"
             ) from exc
+
+    def spill_one(self, keep: Op | None = None) -> bool:
+        """Write the newest sealed item still in memory to the spill file, while more than half
+        of `max_queue` is in memory; returns whether it wrote one. The newest, because the
+        writer reads the oldest next, from memory. Operations someone awaits stay in memory.
+        Raises OSError when the disk refuses (nothing is lost: the item stays queued)."""
+        if self.in_memory < self.max_queue // 2:
+            return False
+        chunks = self.chunks
+        for i in range(len(chunks) - 1, -1, -1):
+            chunk = chunks[i]
+            if isinstance(chunk, RunPoints) and chunk.owner is None:
+                chunks[i] = self._write_points(chunk)
+                return True
+            if isinstance(chunk, Op) and chunk.future is None and chunk is not keep:
+                chunks[i] = self._write_op(chunk)
+                return True
+        return False
 
     def _spill_fd(self) -> int:
         if self._spill is None:
@@ -303,6 +328,8 @@ class EventQueue:
             self._seal_open()
             if self.in_memory >= self.max_queue and op.command is not None and not bypass_policy:
                 self._full(op)
+            elif self.in_memory >= self.soft_limit and self.on_full == "spill":
+                self.want_spill()
             self.chunks.append(op)
             self.in_memory += 1
             if self.oldest is None:
@@ -373,6 +400,9 @@ class WriterStatistics:
     """Items waiting in the spill file."""
     spilled_points: int
     """Points that went through the spill file because the queue was full (cumulative)."""
+    spilled_inline: int
+    """Of those, points a log_* call spilled itself, because the loop did not await often
+    enough for the writer's spill task to keep the queue below full (cumulative)."""
     batches: int
     events_written: int
     points_written: int
@@ -451,6 +481,8 @@ class Writer:
         self.write_timeout = write_timeout
         self.recovery_dir = Path(recovery_dir) if recovery_dir is not None else None
         self._task: asyncio.Task[None] | None = None
+        self._spiller: asyncio.Task[None] | None = None
+        self._spill_wanted = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._hurry = asyncio.Event()
         self._stopping = False
@@ -478,8 +510,17 @@ class Writer:
                 loop.call_soon_threadsafe(wakeup.set)
 
             self.queue.wake = wake
+            spill_wanted = self._spill_wanted
+
+            def want_spill() -> None:
+                if not spill_wanted.is_set():  # one wake-up is enough; spare the loop's pipe
+                    loop.call_soon_threadsafe(spill_wanted.set)
+
+            self.queue.want_spill = want_spill
         else:
             self.queue.wake = self._wakeup.set
+            self.queue.want_spill = self._spill_wanted.set
+        self._spiller = asyncio.create_task(self._spill(), name="tracker-spill")
         self._task = asyncio.create_task(self._run(), name="tracker-writer")
 
     async def stop(self, grace: float = DEFAULT_GRACE) -> None:
@@ -596,7 +637,7 @@ class Writer:
         runner = self.runner
         return WriterStatistics(
             queue_depth=self.queue.in_memory_items(), spilled_pending=self.queue.spilled_pending,
-            spilled_points=self.queue.spilled_points,
+            spilled_points=self.queue.spilled_points, spilled_inline=self.queue.spilled_inline,
             batches=self._batches, events_written=self._events, points_written=self._points,
             retries=self._retries, errors=self._errors, failed_points=self._failed_points,
             rejected=self._rejected, last_error=self._last_error, position=self._position,
@@ -642,7 +683,29 @@ class Writer:
         except _GaveUp:
             self._save_recovery()
         finally:
+            if self._spiller is not None:
+                self._spiller.cancel()  # it is at an await: no write is cut short
+                self._spiller = None
             q.close()
+
+    async def _spill(self) -> None:
+        """Keep the queue below full while the writer is behind: once it is three quarters
+        full, write sealed items to the spill file, one a loop step, so that a log_* call
+        never waits on the disk and the training loop waits on one write at most."""
+        q = self.queue
+        while True:
+            await self._spill_wanted.wait()
+            self._spill_wanted.clear()
+            while True:
+                try:
+                    with q.lock or contextlib.nullcontext():
+                        if not q.spill_one():
+                            break
+                except OSError as exc:  # the disk refuses: log_* calls report it once full
+                    self._last_error = f"spill: {type(exc).__name__}: {exc}"
+                    log.warning("could not spill the queue: %s", exc)
+                    break
+                await asyncio.sleep(0)
 
     def _items(self, batch: Sequence[RunPoints | Op]) -> list[_Item | Op]:
         """Turn queue chunks into commands in order: a run's points between two of its other

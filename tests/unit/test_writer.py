@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from tracker import QueueFullError, Tracker, WriterError
+from tracker import QueueFullError, SyncTracker, Tracker, WriterError
 from tracker.errors import InvalidInputError, StoreUnavailableError
 from tracker.events import MetricsLogged, NewEvent, RecordedEvent
 from tracker.stores.sqlite import SQLiteEventStore
@@ -57,7 +59,10 @@ async def test_spill_policy_keeps_memory_bounded_and_order_intact(tmp_path: Path
                 depths.append(tk.statistics().queue_depth)
         # In memory: at most max_queue sealed points plus the open buffer (a quarter of it).
         assert max(depths) <= 1000 + 250 + 1
-        assert tk.statistics().spilled_points > 40_000
+        stats = tk.statistics()
+        assert stats.spilled_points > 40_000
+        # The loop never awaited, so the spill task never ran: log_metric had to spill.
+        assert stats.spilled_inline == stats.spilled_points
         await tk.flush()
         history = await tk.get_metric_history(run.run_id, "m", max_results=100_000)
         assert [p.step for p in history] == list(range(50_000))
@@ -72,6 +77,79 @@ async def test_spill_policy_keeps_memory_bounded_and_order_intact(tmp_path: Path
             for s in r.event.series
         )
         assert before == 25_001  # points logged before the tag are logged before it
+
+
+class GatedStore(SQLiteEventStore):
+    """A real SQLite store whose metric appends wait for `gate`: a writer that is behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+
+    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        if any(isinstance(e.event, MetricsLogged) for e in events):
+            await self.gate.wait()
+        return await super().append(events)
+
+
+async def test_spill_task_keeps_disk_writes_out_of_log_metric(tmp_path: Path) -> None:
+    """While the writer is behind, a loop that awaits now and then has its overflow written
+    by the writer's spill task between its steps: log_metric itself never spills, memory
+    stays under max_queue, and everything arrives in order once the store catches up."""
+    store = GatedStore(tmp_path / "t.db")
+    async with Tracker(store=store, max_queue=1000) as tk:
+        run = await tk.start_run()
+        depths = []
+        try:
+            for i in range(20_000):
+                run.log_metric("m", float(i), step=i)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+                    depths.append(tk.statistics().queue_depth)
+            stats = tk.statistics()
+        finally:
+            store.gate.set()
+        assert stats.spilled_points > 15_000
+        assert stats.spilled_inline == 0
+        assert max(depths) < 1000
+        await tk.flush()
+        history = await tk.get_metric_history(run.run_id, "m", max_results=100_000)
+        assert [p.step for p in history] == list(range(20_000))
+        assert [p.value for p in history] == [float(i) for i in range(20_000)]
+
+
+class ThreadGatedStore(SQLiteEventStore):
+    """GatedStore for the sync facade: the gate is opened from the caller's thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+
+    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        if any(isinstance(e.event, MetricsLogged) for e in events):
+            await asyncio.to_thread(self.gate.wait, 60)
+        return await super().append(events)
+
+
+def test_sync_facade_spills_on_the_loop_thread(tmp_path: Path) -> None:
+    """SyncTracker(on_full="spill"): the spill task on the tracker's own loop thread writes
+    the overflow while the logging thread pauses now and then; nothing is lost or reordered."""
+    store = ThreadGatedStore(tmp_path / "t.db")
+    with SyncTracker(store=store, max_queue=1000, on_full="spill") as tk:
+        run = tk.start_run()
+        try:
+            for i in range(20_000):
+                run.log_metric("m", float(i), step=i)
+                if i % 100 == 0:
+                    time.sleep(0.001)  # the loop thread gets the GIL meanwhile
+            stats = tk.statistics()
+        finally:
+            store.gate.set()
+        assert stats.spilled_points > 15_000
+        assert stats.spilled_inline < stats.spilled_points  # the task wrote some
+        tk.flush()
+        history = tk.get_metric_history(run.run_id, "m", max_results=100_000)
+        assert [p.step for p in history] == list(range(20_000))
 
 
 def test_block_policy_needs_the_sync_facade() -> None:
