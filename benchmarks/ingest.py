@@ -278,6 +278,8 @@ async def run_ours(
         "bytes_per_point": size / n if size else float("nan"),
         "batches": stats.batches,
         "spilled": stats.spilled_points,
+        # Points a log_* call wrote to the spill file itself (older trees: all of them).
+        "spilled_inline": getattr(stats, "spilled_inline", stats.spilled_points),
         "upload_overlapped": upload_overlapped,
     }
     if window is not None:
@@ -392,7 +394,7 @@ def _fmt(res: dict[str, Any]) -> str:
         )
     out += (
         f"  {res['bytes_per_point']:.1f} B/point  batches {res['batches']:.0f}  "
-        f"spilled {res['spilled']:.0f}  await max {res['await_max_ms']:.1f}ms "
+        f"spilled {res['spilled']:.0f} (inline {res['spilled_inline']:.0f})  await max {res['await_max_ms']:.1f}ms "
         f"(p99 {res['await_p99_ms']:.2f}ms, >5ms: {res['awaits_over_5ms']:.0f})"
     )
     if "window_p99_ms" in res:

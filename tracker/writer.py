@@ -33,12 +33,13 @@ import time
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import orjson
 import stamina
 
@@ -83,23 +84,43 @@ class Op:
 Columns = tuple["array[int]", "array[int]", "array[float]"]
 """(steps, timestamps, values) of one metric key."""
 
+Rows = tuple["array[int]", "array[int]", "array[float]"]
+"""(steps, timestamps, values) of a key set logged together by log_metrics: a step and a
+timestamp a row, shared by its keys, and the row's values, one a key, in the key set's order."""
+
 
 class RunPoints:
-    """Queued points of one run, a column triple per key, appended to by that run's log_metric
-    until something seals it (another event of the run, the writer taking it, or `chunk`
-    points on one key). Arrays hold raw numbers: a queued point costs 24 bytes, is invisible
-    to the garbage collector, and arrives at the writer already grouped by key."""
+    """Queued points of one run, appended to by that run's log_* calls until something seals
+    it (another event of the run, the writer taking it, or `chunk` points on one key): a
+    column triple per key (`cols`, log_metric's) and rows per key set (`rows`, log_metrics',
+    which append the step and timestamp once a call). A key lives in one of them only, so its
+    points stay in order. Arrays hold raw numbers: a queued point costs at most 24 bytes, is
+    invisible to the garbage collector, and arrives at the writer already grouped by key."""
 
-    __slots__ = ("cols", "owner", "run_id")
+    __slots__ = ("cols", "owner", "rows", "run_id")
 
     def __init__(self, run_id: str, owner: Any) -> None:
         self.run_id = run_id
         self.owner = owner
         """The Run whose `_points` this is while it is open; None once sealed."""
         self.cols: dict[str, Columns] = {}
+        self.rows: dict[tuple[str, ...], Rows] = {}
 
     def __len__(self) -> int:
-        return sum(len(c[2]) for c in self.cols.values())
+        return sum(len(c[2]) for c in self.cols.values()) + sum(
+            len(r[2]) for r in self.rows.values()
+        )
+
+    def explode(self, keys: Iterable[str]) -> None:
+        """Turn the key sets holding any of `keys` into columns, one a key: a call that logs
+        one of their keys apart from its set appends to a column after the rows' points."""
+        wanted = set(keys)
+        for key_set in [ks for ks in self.rows if not wanted.isdisjoint(ks)]:
+            steps, stamps, values = self.rows.pop(key_set)
+            m = len(key_set)
+            n = min(len(steps), len(stamps), len(values) // m)  # see Writer._items
+            for j, key in enumerate(key_set):
+                self.cols[key] = (steps[:n], stamps[:n], values[j : n * m : m])
 
     def seal(self) -> int:
         """Stop appends to this segment; returns its point count."""
@@ -112,16 +133,24 @@ class RunPoints:
 class Spilled:
     """A sealed segment or an operation written to the queue's spill file."""
 
-    __slots__ = ("counts", "length", "n", "offset", "run_id")
+    __slots__ = ("counts", "length", "n", "offset", "row_counts", "run_id")
 
     def __init__(self, run_id: str | None, offset: int, counts: list[tuple[str, int]],
-                 length: int = 0) -> None:  # fmt: skip
+                 length: int = 0, row_counts: list[tuple[tuple[str, ...], int]] | None = None,
+                 ) -> None:  # fmt: skip
         self.run_id = run_id
         self.offset = offset
         self.counts = counts
+        """(key, points) of each column, in the order written."""
+        self.row_counts = row_counts or []
+        """(key set, rows) of each key set's rows, written after the columns."""
         self.length = length
         """Bytes of an operation's encoded command (0 for points)."""
-        self.n = sum(n for _, n in counts) if run_id is not None else 1
+        self.n = (
+            sum(n for _, n in counts) + sum(len(ks) * n for ks, n in self.row_counts)
+            if run_id is not None
+            else 1
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -287,8 +316,14 @@ class EventQueue:
 
     def _write_points(self, seg: RunPoints) -> Spilled:
         counts = [(key, len(cols[2])) for key, cols in seg.cols.items()]
-        start = self._spill_write([col for cols in seg.cols.values() for col in cols])
-        spilled = Spilled(seg.run_id, start, counts)
+        row_counts = []
+        parts = [col for cols in seg.cols.values() for col in cols]
+        for key_set, (steps, stamps, values) in seg.rows.items():
+            n = min(len(steps), len(stamps), len(values) // len(key_set))  # see Writer._items
+            row_counts.append((key_set, n))
+            parts += [steps[:n], stamps[:n], values[: n * len(key_set)]]
+        start = self._spill_write(parts)
+        spilled = Spilled(seg.run_id, start, counts, row_counts=row_counts)
         self.in_memory -= spilled.n
         self.spilled_pending += spilled.n
         self.spilled_points += spilled.n
@@ -310,16 +345,23 @@ class EventQueue:
             out = RunPoints(s.run_id, None)
             at = s.offset
             for key, n in s.counts:
-                cols: Columns = (array("q"), array("q"), array("d"))
-                for col in cols:
-                    size = n * col.itemsize
-                    col.frombytes(self._spill_read(at, size))
-                    at += size
-                out.cols[key] = cols
+                out.cols[key] = cols = (array("q"), array("q"), array("d"))
+                at = self._read_columns(cols, (n, n, n), at)
+            for key_set, n in s.row_counts:
+                out.rows[key_set] = rows = (array("q"), array("q"), array("d"))
+                at = self._read_columns(rows, (n, n, n * len(key_set)), at)
         self.spilled_pending -= s.n
         if self.spilled_pending == 0:
             self._spill_end = 0  # reuse the file from the start
         return out
+
+    def _read_columns(self, cols: Columns, lengths: tuple[int, int, int], at: int) -> int:
+        parts: tuple[array[Any], ...] = cols
+        for col, n in zip(parts, lengths, strict=True):
+            size = n * col.itemsize
+            col.frombytes(self._spill_read(at, size))
+            at += size
+        return at
 
     def put(self, op: Op, *, bypass_policy: bool = False) -> None:
         """Queue an operation after every point queued so far, by the full-queue policy;
@@ -436,17 +478,30 @@ class _Item:
 
 
 class _Acc:
-    """Metric points of one run, gathered until something else about that run is queued."""
+    """Metric points of one run, gathered until something else about that run is queued:
+    each key's pieces, in order (array columns, or numpy views of a key set's rows)."""
 
-    __slots__ = ("cols", "run_id")
+    __slots__ = ("pieces", "points", "run_id")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.cols: dict[str, Columns] = {}
+        self.pieces: dict[str, list[tuple[Any, Any, Any]]] = {}
+        self.points = 0
+
+    def add(self, key: str, steps: Any, stamps: Any, values: Any) -> None:
+        if len(values):
+            self.pieces.setdefault(key, []).append((steps, stamps, values))
+            self.points += len(values)
 
     def command(self) -> LogBatch:
-        series = tuple(MetricSeries(k, s, t, v) for k, (s, t, v) in self.cols.items())
-        return LogBatch(run_id=self.run_id, series=series)
+        series = []
+        for key, pieces in self.pieces.items():
+            if len(pieces) == 1:
+                steps, stamps, values = pieces[0]
+            else:
+                steps, stamps, values = (np.concatenate(c) for c in zip(*pieces, strict=True))
+            series.append(MetricSeries(key, steps, stamps, values))
+        return LogBatch(run_id=self.run_id, series=tuple(series))
 
 
 class _GaveUp(Exception):
@@ -736,16 +791,18 @@ class Writer:
                     # appends: that call raised, so its point was never accepted. Drop it.
                     for col in cols:
                         del col[n:]
-                have = acc.cols.get(key)
-                if have is None:
-                    acc.cols[key] = cols
-                else:
-                    have[0].extend(cols[0])
-                    have[1].extend(cols[1])
-                    have[2].extend(cols[2])
+                acc.add(key, *cols)
+            for key_set, (steps, stamps, values) in chunk.rows.items():
+                m = len(key_set)
+                n = min(len(steps), len(stamps), len(values) // m)  # likewise for log_metrics
+                s = np.frombuffer(steps, dtype=np.int64, count=n)
+                t = np.frombuffer(stamps, dtype=np.int64, count=n)
+                v = np.frombuffer(values, dtype=np.float64, count=n * m).reshape(n, m)
+                for j, key in enumerate(key_set):
+                    acc.add(key, s, t, v[:, j])
         for acc, item in accs:
             item.command = acc.command()
-            item.points = sum(len(c[2]) for c in acc.cols.values())
+            item.points = acc.points
         return out
 
     async def _write(self, batch: list[RunPoints | Op]) -> None:

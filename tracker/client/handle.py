@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -30,7 +30,7 @@ from tracker.validation import (
     validate_tags,
     validate_timestamp,
 )
-from tracker.writer import Columns, Op, RunPoints
+from tracker.writer import Columns, Op, Rows, RunPoints
 
 if TYPE_CHECKING:
     from tracker.client.core import Core
@@ -138,12 +138,18 @@ class Run:
             self._q.wake()
 
     def _new_column(self, key: str) -> Columns:
-        """The slow path of log_metric: no open segment, a key new to it, or a full column."""
+        """The slow path of log_metric: no open segment, a key new to it (or held in a key
+        set's rows), or a full column."""
         validate_key(key, "metric key")
         points = self._points
+        if points is not None and points.rows:
+            points.explode((key,))
+            cols = points.cols.get(key)
+            if cols is not None and len(cols[2]) < self._q.chunk:
+                return cols
         if points is None or key in points.cols:
             points = self._q.open_points(self.run_id, self)
-        cols: Columns = (array("q"), array("q"), array("d"))
+        cols = (array("q"), array("q"), array("d"))
         points.cols[key] = cols
         return cols
 
@@ -153,6 +159,8 @@ class Run:
         point is appended, so a call is queued whole or not at all."""
         points = self._points
         if points is not None:
+            if points.rows:
+                points.explode(keys)
             found = [points.cols.get(k) for k in keys]
             if all(c is not None and len(c[2]) < self._q.chunk for c in found):
                 return found  # type: ignore[return-value]
@@ -172,26 +180,67 @@ class Run:
         self, metrics: Mapping[str, Any], step: int | None = None, timestamp: int | None = None
     ) -> None:
         """Queue one point per key, all at the same step and timestamp; validated whole and
-        queued whole (or, when the queue refuses, not at all)."""
-        self._check_live()
+        queued whole (or, when the queue refuses, not at all).
+
+        Columnar: a call appends its step and timestamp once, and its values as one row of
+        its key set (the keys, in the mapping's order); keys are validated when the key set
+        first appears in a segment."""
+        if self._ended:
+            self._check_live()
         # Every check comes before the first append: an array refuses an out-of-range int
         # only once some columns of the call have taken their point.
         if timestamp is None:
-            timestamp = _now_ms()
+            timestamp = _time_ns() // 1_000_000
         elif timestamp.__class__ is not int or timestamp < 0 or timestamp > INT64_MAX:
             timestamp = validate_timestamp(timestamp)
         if step is None:
             step = 0
         elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
             step = validate_int64("step", step)
-        keys = list(metrics)
-        values = [
-            v if v.__class__ is float else validate_metric_value(k, v) for k, v in metrics.items()
-        ]
-        for k in keys:
+        values: Iterable[float] = metrics.values()
+        for v in values:
+            if v.__class__ is not float:
+                values = [
+                    v if v.__class__ is float else validate_metric_value(k, v)
+                    for k, v in metrics.items()
+                ]
+                break
+        key_set = tuple(metrics)
+        if key_set:
+            self._append_row(key_set, values, step, timestamp)
+
+    def _append_row(self, key_set: tuple[str, ...], values: Iterable[float], step: int,
+                    ts: int) -> None:  # fmt: skip
+        points = self._points
+        rows = None if points is None else points.rows.get(key_set)
+        if rows is None or len(rows[0]) >= self._q.chunk:
+            rows = self._new_rows(key_set)
+            if rows is None:  # some of its keys are logged apart in this segment
+                self._append_points(key_set, list(values), step, ts)
+                return
+        rows[0].append(step)
+        rows[1].append(ts)
+        rows[2].extend(values)
+        if self._q.parked:
+            self._q.wake()
+
+    def _new_rows(self, key_set: tuple[str, ...]) -> Rows | None:
+        """The slow path of log_metrics: rows for a key set new to the segment (or full),
+        its keys validated; None when some of them are already held apart (in columns or in
+        another key set's rows): that call goes to columns, one a key."""
+        for k in key_set:
             if k not in _VALID_KEYS:
                 validate_key(k, "metric key")
-        self._append_points(keys, values, step, timestamp)
+        points = self._points
+        if points is not None and key_set not in points.rows:
+            held = points.cols.keys() | {k for ks in points.rows for k in ks}
+            if not held.isdisjoint(key_set):
+                return None
+        if points is None or key_set in points.rows:  # none yet, or full
+            points = self._q.open_points(self.run_id, self)
+        rows: Rows = (array("q"), array("q"), array("d"))
+        points.rows[key_set] = rows
+        return rows
 
     def _append_points(
         self, keys: Sequence[str], values: Sequence[float], step: int, ts: int
@@ -430,6 +479,27 @@ class LockedRun(Run):
             cols[0].append(step)
             cols[1].append(timestamp)
             cols[2].append(value)
+        if q.parked:
+            q.wake()
+
+    def _append_row(self, key_set: tuple[str, ...], values: Iterable[float], step: int,
+                    ts: int) -> None:  # fmt: skip
+        q = self._q
+        assert q.lock is not None
+        with q.lock:
+            points = self._points
+            rows = None if points is None else points.rows.get(key_set)
+            if rows is None or len(rows[0]) >= q.chunk:
+                rows = self._new_rows(key_set)
+            if rows is not None:
+                rows[0].append(step)
+                rows[1].append(ts)
+                rows[2].extend(values)
+            else:  # some of its keys are logged apart in this segment
+                for cols, value in zip(self._columns(key_set), values, strict=True):
+                    cols[0].append(step)
+                    cols[1].append(ts)
+                    cols[2].append(value)
         if q.parked:
             q.wake()
 
