@@ -55,6 +55,7 @@ from tracker.errors import (
 from tracker.events import MetricSeries, RecordedEvent
 from tracker.handler import Accepted, CommandHandler, Outcome
 from tracker.projections.runner import ProjectionRunner
+from tracker.serialization import pack_series
 
 log = logging.getLogger("tracker.writer")
 
@@ -813,6 +814,7 @@ class Writer:
         self._inflight = work
         recorded: list[RecordedEvent] = []
         if work:
+            await _pack(work)
             outcomes = await self._retrying(
                 lambda attempt: self.handler.handle(
                     [it.command for it in work], check_stored=attempt > 0
@@ -925,6 +927,21 @@ class Writer:
         )
         for fut in futures:
             _settle(fut, exc=error)
+
+
+async def _pack(work: Sequence[_Item]) -> None:
+    """Pack the batch's metric columns ahead of the handler, which would pack them all in one
+    go when it encodes the batch's events (pack_series keeps each blob on its series): one
+    series a loop step, so that a training loop never waits at an await for a whole batch's
+    packing (about 4 ms for 100,000 points)."""
+    for it in work:
+        if isinstance(it.command, LogBatch):
+            for series in it.command.series:
+                try:
+                    pack_series(series)
+                except Exception:  # the handler refuses its command alone
+                    continue
+                await asyncio.sleep(0)
 
 
 def _settle(fut: Any, *, result: Any = None, exc: BaseException | None = None) -> None:
