@@ -215,12 +215,15 @@ class Run:
         rows = None if points is None else points.rows.get(key_set)
         if rows is None or len(rows[0]) >= self._q.chunk:
             rows = self._new_rows(key_set)
-            if rows is None:  # some of its keys are logged apart in this segment
-                self._append_points(key_set, list(values), step, ts)
-                return
-        rows[0].append(step)
-        rows[1].append(ts)
-        rows[2].extend(values)
+        if rows is not None:
+            rows[0].append(step)
+            rows[1].append(ts)
+            rows[2].extend(values)
+        else:  # some of its keys are logged apart in this segment: a column each
+            for cols, value in zip(self._columns(key_set), values, strict=True):
+                cols[0].append(step)
+                cols[1].append(ts)
+                cols[2].append(value)
         if self._q.parked:
             self._q.wake()
 
@@ -241,16 +244,6 @@ class Run:
         rows: Rows = (array("q"), array("q"), array("d"))
         points.rows[key_set] = rows
         return rows
-
-    def _append_points(
-        self, keys: Sequence[str], values: Sequence[float], step: int, ts: int
-    ) -> None:
-        for cols, value in zip(self._columns(keys), values, strict=True):
-            cols[0].append(step)
-            cols[1].append(ts)
-            cols[2].append(value)
-        if self._q.parked:
-            self._q.wake()
 
     def log_metric_array(
         self,
@@ -484,36 +477,9 @@ class LockedRun(Run):
 
     def _append_row(self, key_set: tuple[str, ...], values: Iterable[float], step: int,
                     ts: int) -> None:  # fmt: skip
-        q = self._q
-        assert q.lock is not None
-        with q.lock:
-            points = self._points
-            rows = None if points is None else points.rows.get(key_set)
-            if rows is None or len(rows[0]) >= q.chunk:
-                rows = self._new_rows(key_set)
-            if rows is not None:
-                rows[0].append(step)
-                rows[1].append(ts)
-                rows[2].extend(values)
-            else:  # some of its keys are logged apart in this segment
-                for cols, value in zip(self._columns(key_set), values, strict=True):
-                    cols[0].append(step)
-                    cols[1].append(ts)
-                    cols[2].append(value)
-        if q.parked:
-            q.wake()
-
-    def _append_points(
-        self, keys: Sequence[str], values: Sequence[float], step: int, ts: int
-    ) -> None:
         assert self._q.lock is not None
         with self._q.lock:
-            for cols, value in zip(self._columns(keys), values, strict=True):
-                cols[0].append(step)
-                cols[1].append(ts)
-                cols[2].append(value)
-        if self._q.parked:
-            self._q.wake()
+            super()._append_row(key_set, values, step, ts)
 
 
 def series_of(metrics: Sequence[tuple[str, Any, Any, Any]]) -> tuple[MetricSeries, ...]:
