@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
+from tracker.events import MetricsLogged, RecordedEvent
 from tracker.projections import default_projections
 from tracker.projections.runner import ProjectionRunner
 from tracker.stores.base import SqlEventStore
@@ -32,3 +34,15 @@ async def runner_for(store: SqlEventStore) -> ProjectionRunner:
     runner = ProjectionRunner(store, store, default_projections())
     await runner.open()
     return runner
+
+
+def logged_points(events: Iterable[RecordedEvent]) -> dict[str, list[tuple[int, float]]]:
+    """Each metric key's (step, value) points in the order the log holds them: the order they
+    were logged in (get_metric_history sorts by step, so it would hide a reordering)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for rec in events:
+        if isinstance(rec.event, MetricsLogged):
+            for series in rec.event.series:
+                points = zip(series.steps.tolist(), series.values.tolist(), strict=True)
+                out.setdefault(series.key, []).extend(points)
+    return out

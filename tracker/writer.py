@@ -749,6 +749,7 @@ class Writer:
         full, write sealed items to the spill file, one a loop step, so that a log_* call
         never waits on the disk and the training loop waits on one write at most."""
         q = self.queue
+        failing = False
         while True:
             await self._spill_wanted.wait()
             self._spill_wanted.clear()
@@ -757,10 +758,14 @@ class Writer:
                     with q.lock or contextlib.nullcontext():
                         if not q.spill_one():
                             break
-                except OSError as exc:  # the disk refuses: log_* calls report it once full
-                    self._last_error = f"spill: {type(exc).__name__}: {exc}"
-                    log.warning("could not spill the queue: %s", exc)
+                except Exception as exc:  # the item stays queued, in memory
+                    # A full disk, say: once the queue is full, the log_* call that spills
+                    # itself raises QueueFullError saying why. Logged once per failing spell.
+                    if not failing:
+                        log.warning("could not spill the queue: %s", exc, exc_info=True)
+                    failing = True
                     break
+                failing = False
                 await asyncio.sleep(0)
 
     def _items(self, batch: Sequence[RunPoints | Op]) -> list[_Item | Op]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import logged_points
 from tracker import QueueFullError, SyncTracker, Tracker, WriterError
 from tracker.errors import InvalidInputError, StoreUnavailableError
 from tracker.events import MetricsLogged, NewEvent, RecordedEvent
@@ -113,9 +114,8 @@ async def test_spill_task_keeps_disk_writes_out_of_log_metric(tmp_path: Path) ->
         assert stats.spilled_inline == 0
         assert max(depths) < 1000
         await tk.flush()
-        history = await tk.get_metric_history(run.run_id, "m", max_results=100_000)
-        assert [p.step for p in history] == list(range(20_000))
-        assert [p.value for p in history] == [float(i) for i in range(20_000)]
+        logged = logged_points([rec async for rec in tk.replay(run.run_id)])
+        assert logged["m"] == [(i, float(i)) for i in range(20_000)]  # in the order logged
 
 
 class ThreadGatedStore(SQLiteEventStore):
@@ -148,8 +148,7 @@ def test_sync_facade_spills_on_the_loop_thread(tmp_path: Path) -> None:
         assert stats.spilled_points > 15_000
         assert stats.spilled_inline < stats.spilled_points  # the task wrote some
         tk.flush()
-        history = tk.get_metric_history(run.run_id, "m", max_results=100_000)
-        assert [p.step for p in history] == list(range(20_000))
+        assert logged_points(tk.replay(run.run_id))["m"] == [(i, float(i)) for i in range(20_000)]
 
 
 def test_block_policy_needs_the_sync_facade() -> None:

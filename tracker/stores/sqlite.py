@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import sqlalchemy as sa
 import stamina
@@ -39,8 +40,9 @@ HANDOFF_SLEEP: Final = 0.0001
 
 
 class _Handoff:
-    """While a call runs on a connection's thread, the event loop's thread gives that thread
-    the GIL: every HANDOFF_EVERY seconds it sleeps HANDOFF_SLEEP, until the call is done.
+    """While calls run on connections' threads, the event loop's thread gives those threads
+    the GIL: every HANDOFF_EVERY seconds it sleeps HANDOFF_SLEEP, until no call is in flight.
+    One per event loop, however many calls and connections are busy.
 
     Why: a thread that waits for the GIL asks its holder to drop it only when no thread took
     the GIL during the last switch interval (5 ms). An event loop that is busy (a training loop
@@ -53,17 +55,36 @@ class _Handoff:
     than HANDOFF_EVERY; an idle loop sleeps in its poll and hands the GIL over anyway.
     benchmarks/ingest.py --sample-window measures the effect (benchmarks/RESULTS.md)."""
 
-    __slots__ = ("done", "loop")
+    _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handoff]] = (
+        weakref.WeakKeyDictionary()
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
-        self.loop, self.done = loop, done
-        loop.call_later(HANDOFF_EVERY, self.nudge)
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.calls = 0
+        self.timer: asyncio.TimerHandle | None = None
 
-    def nudge(self) -> None:
-        if self.done.done():
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Handoff:
+        handoff = cls._of_loop.get(loop)
+        if handoff is None:
+            handoff = cls._of_loop[loop] = cls(loop)
+        return handoff
+
+    def begin(self) -> None:
+        self.calls += 1
+        if self.timer is None:
+            self.timer = self.loop.call_later(HANDOFF_EVERY, self._nudge)
+
+    def end(self) -> None:
+        self.calls -= 1  # the timer stops at its next turn once no call is left
+
+    def _nudge(self) -> None:
+        self.timer = None
+        if self.calls <= 0:
             return
         time.sleep(HANDOFF_SLEEP)
-        self.loop.call_later(HANDOFF_EVERY, self.nudge)
+        self.timer = self.loop.call_later(HANDOFF_EVERY, self._nudge)
 
 
 class _Connection:
@@ -83,9 +104,12 @@ class _Connection:
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the connection's thread, translating sqlite3's errors."""
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._executor, self._run, fn)
-        _Handoff(loop, done)
-        return await done
+        handoff = _Handoff.of(loop)
+        handoff.begin()
+        try:
+            return await loop.run_in_executor(self._executor, self._run, fn)
+        finally:
+            handoff.end()
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
