@@ -36,6 +36,7 @@ from tracker.stores.postgres import (
     sqlstate,
 )
 from tracker.stores.sql import DIALECTS, Params, Statement, insert
+from tracker.stores.sqlite import run_pragma
 from tracker.stores.uris import mask_password
 
 if TYPE_CHECKING:
@@ -595,9 +596,18 @@ def _mysql_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode = WAL", "busy_timeout = 30000", "synchronous = full"):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
+
+    def execute(sql: str) -> object:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+    try:
+        # busy_timeout first, so that the others wait for a lock; the WAL switch is retried
+        # (it answers busy at once while another connection opens the same fresh file).
+        for pragma in ("busy_timeout = 30000", "journal_mode = WAL", "synchronous = full"):
+            run_pragma(execute, pragma)
+    finally:
+        cursor.close()
 
 
 def _no_setup(dbapi_connection: Any, _record: Any) -> None:

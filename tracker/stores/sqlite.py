@@ -153,15 +153,20 @@ def _busy(exc: BaseException) -> bool:
 
 
 def _pragma(conn: sqlite3.Connection, pragma: str) -> None:
-    """Run one PRAGMA. Switching a fresh file to WAL needs its exclusive lock, and SQLite
-    answers SQLITE_BUSY at once there instead of calling the busy handler, so processes that
-    open a fresh store together retry it (jittered, for at most BUSY_PRAGMA_TIMEOUT seconds)."""
+    run_pragma(lambda sql: conn.execute(sql).fetchall(), pragma)
+
+
+def run_pragma(execute: Callable[[str], object], pragma: str) -> None:
+    """Run one PRAGMA through `execute` (which runs a statement and fetches its rows). Switching
+    a fresh file to WAL needs its exclusive lock, and SQLite answers SQLITE_BUSY at once there
+    instead of calling the busy handler, so processes or connections that open a fresh store
+    together retry it (jittered, for at most BUSY_PRAGMA_TIMEOUT seconds)."""
     for attempt in stamina.retry_context(
         on=_busy, attempts=None, timeout=BUSY_PRAGMA_TIMEOUT,
         wait_initial=0.005, wait_max=0.5, wait_jitter=0.05,
     ):  # fmt: skip
         with attempt:
-            conn.execute(f"PRAGMA {pragma}").fetchall()
+            execute(f"PRAGMA {pragma}")
 
 
 def translate(path: Path, exc: sqlite3.Error) -> StoreError:
