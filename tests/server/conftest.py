@@ -38,12 +38,17 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     artifacts: Path
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+    """The thread reading stderr; joined on stop, so `log` holds the last lines too."""
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the server and wait for it to exit; its exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=STOP_TIMEOUT)
+        code = self.proc.wait(timeout=STOP_TIMEOUT)
+        if self.reader is not None:
+            self.reader.join(timeout=5)  # EOF once every worker has exited too
+        return code
 
     @property
     def log(self) -> str:
@@ -95,7 +100,8 @@ def start_tracker(
             proc.stderr.close()  # at EOF: the server has exited
             found.put(None)
 
-    threading.Thread(target=drain, daemon=True).start()
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         url = found.get(timeout=START_TIMEOUT)
     except queue.Empty:
@@ -104,7 +110,7 @@ def start_tracker(
         proc.kill()
         proc.wait(timeout=STOP_TIMEOUT)
         raise AssertionError(f"the server did not start:\n{''.join(lines)}")
-    server = ServerProcess(url, proc, artifacts, lines)
+    server = ServerProcess(url, proc, artifacts, lines, reader)
     # The socket listens before the app is up; the first request waits in the backlog.
     try:
         response = requests.get(f"{url}/health", timeout=START_TIMEOUT)
