@@ -81,15 +81,16 @@ async def test_spill_policy_keeps_memory_bounded_and_order_intact(tmp_path: Path
 
 
 class GatedStore(SQLiteEventStore):
-    """A real SQLite store whose metric appends wait for `gate`: a writer that is behind."""
+    """A real SQLite store whose metric appends wait for `gate`: a writer that is behind. The
+    gate is a threading.Event, so a test may open it from any thread (the sync facade's too)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.gate = asyncio.Event()
+        self.gate = threading.Event()
 
     async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
         if any(isinstance(e.event, MetricsLogged) for e in events):
-            await self.gate.wait()
+            await asyncio.to_thread(self.gate.wait, 60)
         return await super().append(events)
 
 
@@ -118,23 +119,10 @@ async def test_spill_task_keeps_disk_writes_out_of_log_metric(tmp_path: Path) ->
         assert logged["m"] == [(i, float(i)) for i in range(20_000)]  # in the order logged
 
 
-class ThreadGatedStore(SQLiteEventStore):
-    """GatedStore for the sync facade: the gate is opened from the caller's thread."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.gate = threading.Event()
-
-    async def append(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
-        if any(isinstance(e.event, MetricsLogged) for e in events):
-            await asyncio.to_thread(self.gate.wait, 60)
-        return await super().append(events)
-
-
 def test_sync_facade_spills_on_the_loop_thread(tmp_path: Path) -> None:
     """SyncTracker(on_full="spill"): the spill task on the tracker's own loop thread writes
     the overflow while the logging thread pauses now and then; nothing is lost or reordered."""
-    store = ThreadGatedStore(tmp_path / "t.db")
+    store = GatedStore(tmp_path / "t.db")
     with SyncTracker(store=store, max_queue=1000, on_full="spill") as tk:
         run = tk.start_run()
         try:
